@@ -1,0 +1,1 @@
+"""Kubernetes target: pure manifest builder and the KubernetesWorkload component."""

@@ -1,0 +1,262 @@
+"""The workload description: one validated, immutable model that every target is built from.
+
+Unknown keys are rejected (`extra="forbid"`), models are frozen, and every constraint that can be
+checked without a target is checked here so builders never see an impossible workload.
+Target-specific limits (Fargate's 120 s stop timeout, which Redis modes a target offers) are
+checked on `StackConfig`, which knows the target.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from killsafe import contract
+
+Target = Literal["kubernetes", "ecs", "systemd"]
+TARGETS: tuple[Target, ...] = ("kubernetes", "ecs", "systemd")
+
+FARGATE_MAX_STOP_TIMEOUT_SECONDS = 120
+"""ECS Fargate refuses a container stopTimeout above 120 s."""
+
+NAME_MAX_LENGTH = 40
+"""Children append suffixes such as `-worker` or `-redis-headless`; 40 keeps them under 63."""
+
+DnsLabel = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=NAME_MAX_LENGTH),
+]
+QueueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Command = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    """Base for every config block: unknown keys are errors and values never change after load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    """An existing Secret (Kubernetes) or secret ARN (ECS) that holds the Redis URL."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="Name of the existing secret", examples=["emails-redis"]
+    )
+    key: Annotated[str, StringConstraints(min_length=1)] = Field(
+        default=contract.REDIS_URL_SECRET_KEY, description="Key inside the secret that holds the URL"
+    )
+
+
+class RedisSpec(Strict):
+    """Where the queue's Redis comes from. In-cluster Redis is configured for queues by killsafe."""
+
+    mode: Literal["in-cluster", "external", "elasticache", "local"] = Field(
+        default="in-cluster",
+        description="in-cluster (kubernetes) | external (any target, needs url_secret) | "
+        "elasticache (ecs) | local (systemd)",
+    )
+    url_secret: SecretRef | None = Field(
+        default=None, description="external mode: the existing secret holding the Redis URL"
+    )
+    image: Annotated[str, StringConstraints(min_length=1)] = Field(
+        default="redis:7.2.5-alpine", description="in-cluster Redis image (pinned tag or digest)"
+    )
+    memory_mib: int = Field(default=256, ge=64, le=262_144, description="in-cluster Redis memory limit")
+    cpu_millicores: int = Field(default=250, ge=10, le=64_000, description="in-cluster Redis CPU")
+    storage_gib: int = Field(default=1, ge=1, le=16_384, description="in-cluster Redis AOF volume size")
+    storage_class: str | None = Field(default=None, description="in-cluster PVC storageClassName")
+
+    @model_validator(mode="after")
+    def _url_secret_matches_mode(self) -> RedisSpec:
+        if self.mode == "external" and self.url_secret is None:
+            raise ValueError(
+                "mode external needs url_secret: add url_secret: {name: <existing secret>, key: url}"
+            )
+        if self.mode != "external" and self.url_secret is not None:
+            raise ValueError(
+                f"url_secret is only used with mode external (mode is {self.mode}); "
+                "remove url_secret or set mode: external"
+            )
+        return self
+
+
+class WebSpec(Strict):
+    """The HTTP tier that enqueues jobs. Omit the block for a worker-only workload."""
+
+    command: Command = Field(default_factory=lambda: ["killsafe-web"], examples=[["killsafe-web"]])
+    port: int = Field(default=contract.WEB_PORT, ge=1024, le=65_535, description="container port")
+    replicas: int = Field(default=2, ge=0, le=1000)
+    memory_mib: int = Field(default=256, ge=32, le=262_144)
+    cpu_millicores: int = Field(default=250, ge=10, le=64_000)
+    max_request_seconds: int = Field(
+        default=10, ge=1, le=300, description="longest request; in-flight requests get this long on stop"
+    )
+    prestop_seconds: int = Field(
+        default=5, ge=0, le=60, description="delay before SIGTERM so load balancers stop routing first"
+    )
+
+
+class WorkerSpec(Strict):
+    """The queue consumers. `max_job_seconds` drives the whole shutdown budget."""
+
+    command: Command = Field(default_factory=lambda: ["killsafe-worker"], examples=[["killsafe-worker"]])
+    queues: Annotated[list[QueueName], Field(min_length=1)] = Field(examples=[["emails"]])
+    concurrency: int = Field(default=contract.DEFAULT_CONCURRENCY, ge=1, le=1000)
+    replicas: int = Field(default=2, ge=1, le=1000)
+    max_job_seconds: int = Field(ge=1, le=86_400, description="the longest a job may run", examples=[120])
+    drain_margin_seconds: int = Field(
+        default=15, ge=5, le=600, description="added to max_job_seconds for the platform's kill deadline"
+    )
+    memory_mib: int = Field(default=512, ge=32, le=262_144)
+    cpu_millicores: int = Field(default=500, ge=10, le=64_000)
+    health_port: int = Field(default=contract.HEALTH_PORT, ge=1024, le=65_535)
+    liveness_stall_seconds: int | None = Field(
+        default=None,
+        ge=30,
+        le=86_400,
+        description="restart when jobs wait and none was processed this long "
+        f"(default: max({contract.DEFAULT_LIVENESS_STALL_SECONDS}, max_job_seconds + drain_margin_seconds))",
+    )
+    lock_duration_seconds: int = Field(
+        default=contract.DEFAULT_LOCK_DURATION_MS // 1000,
+        ge=2,
+        le=600,
+        description="job lock lifetime; a killed worker's job is re-run after about lock + stalled interval",
+    )
+    stalled_interval_seconds: int = Field(
+        default=contract.DEFAULT_STALLED_INTERVAL_MS // 1000, ge=1, le=600
+    )
+
+    @field_validator("queues")
+    @classmethod
+    def _unique_queues(cls, queues: list[str]) -> list[str]:
+        duplicates = sorted({q for q in queues if queues.count(q) > 1})
+        if duplicates:
+            raise ValueError(f"queue {duplicates[0]!r} is listed twice; list each queue once")
+        return queues
+
+    @model_validator(mode="after")
+    def _liveness_outlasts_longest_job(self) -> WorkerSpec:
+        stall = self.liveness_stall_seconds
+        if stall is not None and stall <= self.max_job_seconds:
+            raise ValueError(
+                f"liveness_stall_seconds ({stall}) must be longer than max_job_seconds "
+                f"({self.max_job_seconds}): a worker busy with its longest jobs would be restarted "
+                f"mid-job; set it above {self.max_job_seconds} or remove it to use the derived default"
+            )
+        return self
+
+
+class AlertsSpec(Strict):
+    """Thresholds for the alert rules every target gets."""
+
+    enabled: bool = True
+    failed_jobs_per_hour: int = Field(default=50, ge=1)
+    stalled_minutes: int = Field(default=5, ge=1, le=1440)
+
+
+class KubernetesSpec(Strict):
+    """Kubernetes-only settings."""
+
+    namespace: DnsLabel = Field(default="default", description="namespace for every object")
+    network_policies: bool = Field(default=True, description="opt-out for the NetworkPolicies")
+    pod_disruption_budgets: bool = Field(default=True, description="opt-out for the PodDisruptionBudgets")
+
+
+class WorkloadSpec(Strict):
+    """One workload: a web tier, a worker tier and their Redis, described once for every target."""
+
+    name: DnsLabel = Field(description="DNS-1123 label, prefix of every object name", examples=["emails"])
+    image: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="one image, two commands (web and worker)", examples=["ghcr.io/acme/emails:1.4.2"]
+    )
+    redis: RedisSpec = Field(default_factory=RedisSpec)
+    web: WebSpec | None = Field(default=None, description="omit for a worker-only workload")
+    worker: WorkerSpec
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    env: dict[EnvName, str] = Field(
+        default_factory=dict, description="plain, non-secret environment for web and worker"
+    )
+    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+
+    @field_validator("image")
+    @classmethod
+    def _pinned_image(cls, image: str) -> str:
+        if re.search(r"\s", image):
+            raise ValueError("an image reference has no whitespace; e.g. ghcr.io/acme/emails:1.4.2")
+        if "@sha256:" in image:
+            return image
+        last = image.rsplit("/", 1)[-1]
+        if ":" not in last:
+            raise ValueError(f"pin a tag or digest so every replica runs the same code, e.g. {image}:1.4.2")
+        if last.endswith(":latest"):
+            raise ValueError("'latest' is not a version; pin a tag or digest, e.g. ghcr.io/acme/emails:1.4.2")
+        return image
+
+    @field_validator("env")
+    @classmethod
+    def _no_reserved_env(cls, env: dict[str, str]) -> dict[str, str]:
+        reserved = {name for name in env if name in RESERVED_ENV or name.startswith("KILLSAFE_")}
+        if reserved:
+            first = sorted(reserved)[0]
+            raise ValueError(
+                f"{first} is set by killsafe from the rest of the spec; remove it from env "
+                "(Redis credentials always come from a secret)"
+            )
+        return env
+
+
+RESERVED_ENV = frozenset({contract.ENV_REDIS_URL, contract.ENV_REDIS_URL_FILE})
+
+REDIS_MODES_BY_TARGET: dict[str, tuple[str, ...]] = {
+    "kubernetes": ("in-cluster", "external"),
+    "ecs": ("elasticache", "external"),
+    "systemd": ("local", "external"),
+}
+
+
+class StackConfig(Strict):
+    """A stack file's `killsafe:` namespace: the target and the workload deployed to it."""
+
+    target: Target = "kubernetes"
+    workload: WorkloadSpec
+    render_yaml_to_directory: str | None = Field(
+        default=None,
+        description="kubernetes target under `pulumi up`: write manifests to this directory instead of "
+        "applying them to a cluster (no cluster needed)",
+    )
+
+    @model_validator(mode="after")
+    def _fits_target(self) -> StackConfig:
+        allowed = REDIS_MODES_BY_TARGET[self.target]
+        if self.workload.redis.mode not in allowed:
+            raise TargetMismatch(
+                ("workload", "redis", "mode"),
+                self.workload.redis.mode,
+                f"is not available on target {self.target}; use one of {', '.join(allowed)}",
+            )
+        if self.target == "ecs":
+            worker = self.workload.worker
+            grace = worker.max_job_seconds + worker.drain_margin_seconds
+            if grace > FARGATE_MAX_STOP_TIMEOUT_SECONDS:
+                raise TargetMismatch(
+                    ("workload", "worker", "max_job_seconds"),
+                    worker.max_job_seconds,
+                    f"plus drain_margin_seconds ({worker.drain_margin_seconds}) = {grace} s exceeds "
+                    f"ECS Fargate's {FARGATE_MAX_STOP_TIMEOUT_SECONDS} s stopTimeout; shorten jobs or "
+                    "checkpoint them, or deploy this worker to Kubernetes",
+                )
+        return self
+
+
+class TargetMismatch(ValueError):
+    """A value valid on its own that the chosen target cannot honour; carries its own config path."""
+
+    def __init__(self, loc: tuple[str, ...], value: object, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.value = value
+        self.message = message
