@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from killsafe.spec import StackConfig, TargetMismatch
+from killsafe.spec import MISSING, FieldError, StackConfig
 
 NAMESPACE = "killsafe"
 CONFIG_KEYS = ("target", "workload", "render_yaml_to_directory")
@@ -43,12 +43,7 @@ class ConfigError(Exception):
         self.issues = issues
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING: Any = _Missing()
+_MISSING: Any = MISSING
 
 
 def stack_file(stack: str, stacks_dir: Path) -> Path:
@@ -98,8 +93,8 @@ def _issues(exc: ValidationError, raw: Mapping[str, Any], source: str) -> list[I
     for error in exc.errors():
         loc = tuple(str(p) for p in error["loc"])
         cause = error.get("ctx", {}).get("error")
-        if isinstance(cause, TargetMismatch):
-            issues.append(Issue(source, _config_path(cause.loc), cause.value, cause.message))
+        if isinstance(cause, FieldError):
+            issues.append(Issue(source, _config_path(loc + cause.loc), cause.value, cause.message))
             continue
         value = _lookup(raw, error["loc"])
         issues.append(Issue(source, _config_path(loc), value, _message(error, loc)))

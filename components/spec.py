@@ -72,13 +72,17 @@ class RedisSpec(Strict):
     @model_validator(mode="after")
     def _url_secret_matches_mode(self) -> RedisSpec:
         if self.mode == "external" and self.url_secret is None:
-            raise ValueError(
-                "mode external needs url_secret: add url_secret: {name: <existing secret>, key: url}"
+            raise FieldError(
+                ("url_secret",),
+                MISSING,
+                "is required with mode external; add url_secret: {name: <existing secret>, key: url}",
             )
         if self.mode != "external" and self.url_secret is not None:
-            raise ValueError(
-                f"url_secret is only used with mode external (mode is {self.mode}); "
-                "remove url_secret or set mode: external"
+            raise FieldError(
+                ("url_secret",),
+                self.url_secret.model_dump(),
+                f"is only used with mode external (mode is {self.mode}); "
+                "remove url_secret or set mode: external",
             )
         return self
 
@@ -142,8 +146,10 @@ class WorkerSpec(Strict):
     def _liveness_outlasts_longest_job(self) -> WorkerSpec:
         stall = self.liveness_stall_seconds
         if stall is not None and stall <= self.max_job_seconds:
-            raise ValueError(
-                f"liveness_stall_seconds ({stall}) must be longer than max_job_seconds "
+            raise FieldError(
+                ("liveness_stall_seconds",),
+                stall,
+                f"must be longer than max_job_seconds "
                 f"({self.max_job_seconds}): a worker busy with its longest jobs would be restarted "
                 f"mid-job; set it above {self.max_job_seconds} or remove it to use the derived default"
             )
@@ -233,7 +239,7 @@ class StackConfig(Strict):
     def _fits_target(self) -> StackConfig:
         allowed = REDIS_MODES_BY_TARGET[self.target]
         if self.workload.redis.mode not in allowed:
-            raise TargetMismatch(
+            raise FieldError(
                 ("workload", "redis", "mode"),
                 self.workload.redis.mode,
                 f"is not available on target {self.target}; use one of {', '.join(allowed)}",
@@ -242,7 +248,7 @@ class StackConfig(Strict):
             worker = self.workload.worker
             grace = worker.max_job_seconds + worker.drain_margin_seconds
             if grace > FARGATE_MAX_STOP_TIMEOUT_SECONDS:
-                raise TargetMismatch(
+                raise FieldError(
                     ("workload", "worker", "max_job_seconds"),
                     worker.max_job_seconds,
                     f"plus drain_margin_seconds ({worker.drain_margin_seconds}) = {grace} s exceeds "
@@ -252,8 +258,18 @@ class StackConfig(Strict):
         return self
 
 
-class TargetMismatch(ValueError):
-    """A value valid on its own that the chosen target cannot honour; carries its own config path."""
+class _Missing:
+    """Marks a value that is absent from the config (as opposed to null)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: object = _Missing()
+
+
+class FieldError(ValueError):
+    """A cross-field error that names the exact field at fault, relative to the validating model."""
 
     def __init__(self, loc: tuple[str, ...], value: object, message: str) -> None:
         super().__init__(message)
