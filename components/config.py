@@ -114,9 +114,9 @@ def _config_path(loc: tuple[str, ...]) -> str:
 def _lookup(raw: Any, loc: tuple[int | str, ...]) -> object:
     node = raw
     for part in loc:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_mapping = isinstance(node, Mapping) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_mapping or in_list:
             node = node[part]
         else:
             return _MISSING

@@ -90,11 +90,13 @@ class RedisSpec(Strict):
 class WebSpec(Strict):
     """The HTTP tier that enqueues jobs. Omit the block for a worker-only workload."""
 
-    command: Command = Field(default_factory=lambda: ["killsafe-web"], examples=[["killsafe-web"]])
+    command: Command = Field(
+        default_factory=lambda: ["killsafe-web"], examples=[["killsafe-web"]], description="web process command"
+    )
     port: int = Field(default=contract.WEB_PORT, ge=1024, le=65_535, description="container port")
-    replicas: int = Field(default=2, ge=0, le=1000)
-    memory_mib: int = Field(default=256, ge=32, le=262_144)
-    cpu_millicores: int = Field(default=250, ge=10, le=64_000)
+    replicas: int = Field(default=2, ge=0, le=1000, description="web pods/tasks")
+    memory_mib: int = Field(default=256, ge=32, le=262_144, description="memory request = limit, MiB")
+    cpu_millicores: int = Field(default=250, ge=10, le=64_000, description="CPU request = limit, millicores")
     max_request_seconds: int = Field(
         default=10, ge=1, le=300, description="longest request; in-flight requests get this long on stop"
     )
@@ -106,17 +108,27 @@ class WebSpec(Strict):
 class WorkerSpec(Strict):
     """The queue consumers. `max_job_seconds` drives the whole shutdown budget."""
 
-    command: Command = Field(default_factory=lambda: ["killsafe-worker"], examples=[["killsafe-worker"]])
-    queues: Annotated[list[QueueName], Field(min_length=1)] = Field(examples=[["emails"]])
-    concurrency: int = Field(default=contract.DEFAULT_CONCURRENCY, ge=1, le=1000)
-    replicas: int = Field(default=2, ge=1, le=1000)
+    command: Command = Field(
+        default_factory=lambda: ["killsafe-worker"],
+        examples=[["killsafe-worker"]],
+        description="worker process command",
+    )
+    queues: Annotated[list[QueueName], Field(min_length=1)] = Field(
+        examples=[["emails"]], description="queues the workers consume"
+    )
+    concurrency: int = Field(
+        default=contract.DEFAULT_CONCURRENCY, ge=1, le=1000, description="jobs in flight per worker process"
+    )
+    replicas: int = Field(default=2, ge=1, le=1000, description="worker pods/tasks/instances")
     max_job_seconds: int = Field(ge=1, le=86_400, description="the longest a job may run", examples=[120])
     drain_margin_seconds: int = Field(
         default=15, ge=5, le=600, description="added to max_job_seconds for the platform's kill deadline"
     )
-    memory_mib: int = Field(default=512, ge=32, le=262_144)
-    cpu_millicores: int = Field(default=500, ge=10, le=64_000)
-    health_port: int = Field(default=contract.HEALTH_PORT, ge=1024, le=65_535)
+    memory_mib: int = Field(default=512, ge=32, le=262_144, description="memory request = limit, MiB")
+    cpu_millicores: int = Field(default=500, ge=10, le=64_000, description="CPU request = limit, millicores")
+    health_port: int = Field(
+        default=contract.HEALTH_PORT, ge=1024, le=65_535, description="/readyz, /livez and /metrics port"
+    )
     liveness_stall_seconds: int | None = Field(
         default=None,
         ge=30,
@@ -131,7 +143,10 @@ class WorkerSpec(Strict):
         description="job lock lifetime; a killed worker's job is re-run after about lock + stalled interval",
     )
     stalled_interval_seconds: int = Field(
-        default=contract.DEFAULT_STALLED_INTERVAL_MS // 1000, ge=1, le=600
+        default=contract.DEFAULT_STALLED_INTERVAL_MS // 1000,
+        ge=1,
+        le=600,
+        description="how often workers look for jobs whose lock expired",
     )
 
     @field_validator("queues")
@@ -159,9 +174,11 @@ class WorkerSpec(Strict):
 class AlertsSpec(Strict):
     """Thresholds for the alert rules every target gets."""
 
-    enabled: bool = True
-    failed_jobs_per_hour: int = Field(default=50, ge=1)
-    stalled_minutes: int = Field(default=5, ge=1, le=1440)
+    enabled: bool = Field(default=True, description="opt-out for the alert rules")
+    failed_jobs_per_hour: int = Field(default=50, ge=1, description="alert when more jobs fail per hour")
+    stalled_minutes: int = Field(
+        default=5, ge=1, le=1440, description="alert when jobs wait and none completes for this long"
+    )
 
 
 class KubernetesSpec(Strict):
@@ -170,6 +187,16 @@ class KubernetesSpec(Strict):
     namespace: DnsLabel = Field(default="default", description="namespace for every object")
     network_policies: bool = Field(default=True, description="opt-out for the NetworkPolicies")
     pod_disruption_budgets: bool = Field(default=True, description="opt-out for the PodDisruptionBudgets")
+    create_namespace: bool = Field(
+        default=True,
+        description="emit the Namespace (labelled Pod Security 'restricted'); false when it is managed "
+        "elsewhere. Ignored for namespace default",
+    )
+    external_redis_ports: Annotated[list[Annotated[int, Field(ge=1, le=65_535)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [contract.REDIS_PORT],
+        description="redis mode external: TCP ports the NetworkPolicies let web and worker reach "
+        "(the address is unknown, so any address on these ports)",
+    )
 
 
 class WorkloadSpec(Strict):
@@ -227,8 +254,8 @@ REDIS_MODES_BY_TARGET: dict[str, tuple[str, ...]] = {
 class StackConfig(Strict):
     """A stack file's `killsafe:` namespace: the target and the workload deployed to it."""
 
-    target: Target = "kubernetes"
-    workload: WorkloadSpec
+    target: Target = Field(default="kubernetes", description="where the workload runs")
+    workload: WorkloadSpec = Field(description="the workload, described once for every target")
     render_yaml_to_directory: str | None = Field(
         default=None,
         description="kubernetes target under `pulumi up`: write manifests to this directory instead of "

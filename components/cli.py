@@ -1,0 +1,137 @@
+"""`killsafe` command line: render a stack to files (no Pulumi engine, no network) and check it.
+
+Exit codes: 0 success, 1 `check` found problems, 2 invalid configuration or usage (nothing written).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from killsafe.budget import ShutdownBudget, shutdown_budget, web_budget
+from killsafe.checks import RULES, check_kubernetes
+from killsafe.config import ConfigError, load_stack, stack_file
+from killsafe.reference import config_reference
+from killsafe.render import RenderError, kubernetes_manifests, render, write_files
+from killsafe.spec import TARGETS, StackConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+StackOption = Annotated[str, typer.Option("--stack", "-s", help="stack name: reads STACKS_DIR/Pulumi.<stack>.yaml")]
+StacksDirOption = Annotated[Path, typer.Option("--stacks-dir", help="folder holding the stack files")]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _load(stack: str, stacks_dir: Path) -> StackConfig:
+    try:
+        return load_stack(stack, stacks_dir)
+    except ConfigError as exc:
+        raise _fail(f"error: invalid configuration, nothing was written\n{exc}") from None
+
+
+@app.command("render")
+def render_command(
+    stack: StackOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder; writes OUT/<target>/")],
+    target: Annotated[str | None, typer.Option(help=f"render for another target: {', '.join(TARGETS)}")] = None,
+    stacks_dir: StacksDirOption = Path("stacks"),
+) -> None:
+    """Write the stack's manifests/units as files (GitOps, VMs) and print the plan."""
+    config = _load(stack, stacks_dir)
+    source = str(stack_file(stack, stacks_dir))
+    if target is not None and target not in TARGETS:
+        raise _fail(f"error: --target {target} is not one of {', '.join(TARGETS)}")
+    try:
+        files = render(config, source, target)
+        write_files(files, out)
+    except RenderError as exc:
+        raise _fail(f"error: {exc}; nothing was written") from None
+    chosen = target or config.target
+    typer.echo(f"killsafe render: stack {stack} ({source}), target {chosen}")
+    typer.echo(f"  wrote {len(files)} files to {out / chosen}/")
+    for rendered in files:
+        typer.echo(f"    {rendered.path.name}")
+    typer.echo(plan_text(config))
+
+
+def plan_text(config: StackConfig) -> str:
+    """The derived shutdown budget and the prerequisites, as the summary shows them."""
+    from killsafe.kubernetes.build import prerequisites
+
+    workload = config.workload
+    budget = shutdown_budget(workload.worker)
+    lines = ["", f"  shutdown budget, worker ({workload.name}):", *_budget_lines(budget)]
+    if workload.web is not None:
+        wb = web_budget(workload.web)
+        lines.append(
+            f"  web: preStop {wb.prestop_seconds} s + request drain {wb.request_drain_seconds} s + reserve "
+            f"= grace {wb.kill_deadline_seconds} s"
+        )
+    steps = prerequisites(workload)
+    if steps:
+        lines += ["", "  before applying:"] + [f"    - {step}" for step in steps]
+    return "\n".join(lines)
+
+
+def _budget_lines(b: ShutdownBudget) -> list[str]:
+    return [
+        f"    longest job        {b.max_job_seconds:>5} s   worker.max_job_seconds",
+        f"    + drain margin     {b.drain_margin_seconds:>5} s   worker.drain_margin_seconds",
+        f"    = kill deadline    {b.kill_deadline_seconds:>5} s   terminationGracePeriodSeconds "
+        "(ECS stopTimeout, systemd TimeoutStopSec)",
+        f"    drain deadline     {b.drain_deadline_seconds:>5} s   KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS "
+        "(worker stops waiting, hands jobs back)",
+        f"    job lock           {b.lock_duration_ms // 1000:>5} s   stalled check every "
+        f"{b.stalled_interval_ms // 1000} s: a killed worker's job re-runs within {b.rerun_after_kill_seconds:g} s",
+        f"    liveness stall     {b.liveness_stall_seconds:>5} s   /livez fails when jobs wait and none was processed",
+    ]
+
+
+@app.command("check")
+def check_command(
+    stack: StackOption,
+    stacks_dir: StacksDirOption = Path("stacks"),
+    manifests: Annotated[
+        Path | None, typer.Option(help="check these rendered files instead of building them (finds hand edits)")
+    ] = None,
+) -> None:
+    """Validate the stack and run the checklist rules (exit 0 clean, 1 findings, 2 invalid config)."""
+    config = _load(stack, stacks_dir)
+    if config.target != "kubernetes":
+        raise _fail(f"error: killsafe:target {config.target} has no checks yet; only kubernetes")
+    objects = _read_manifests(manifests) if manifests else kubernetes_manifests(config)
+    findings = check_kubernetes(config.workload, objects)
+    for finding in findings:
+        typer.echo(str(finding))
+    checked = f"{len(objects)} objects, {len(RULES)} rules"
+    if findings:
+        typer.echo(f"killsafe check: {len(findings)} finding(s) in {checked}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"killsafe check: stack {stack} is clean ({checked})")
+
+
+def _read_manifests(folder: Path) -> list[dict[str, object]]:
+    if not folder.is_dir():
+        raise _fail(f"error: --manifests {folder} is not a folder")
+    docs: list[dict[str, object]] = []
+    for path in sorted(folder.rglob("*.y*ml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    return docs
+
+
+@app.command("config-reference")
+def config_reference_command() -> None:
+    """Print the stack-file reference (Markdown), generated from the spec."""
+    sys.stdout.write(config_reference())
+
+
+def main() -> None:
+    app()
