@@ -42,7 +42,7 @@ def test_render_prints_the_derived_shutdown_budget(tmp_path: Path) -> None:
     assert "drain deadline        70 s   KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS" in out
     assert "a killed worker's job re-runs within 60 s" in out
     assert "web: preStop 5 s + request drain 10 s + reserve = grace 20 s" in out
-    assert "kubectl create secret generic emails-redis-auth" in out  # in-cluster Redis credentials
+    assert "kubectl -n emails-dev create secret generic emails-redis-auth" in out  # in-cluster Redis credentials
 
 
 def test_rerender_replaces_stale_files_but_never_foreign_ones(tmp_path: Path) -> None:
