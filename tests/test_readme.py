@@ -42,3 +42,14 @@ def test_workload_example_is_a_valid_stack() -> None:
     config = yaml.safe_load(block)["config"]
     stack = parse_stack_config({k.removeprefix("killsafe:"): v for k, v in config.items()}, "README.md")
     assert stack.workload.worker.max_job_seconds == 120
+
+
+def test_platform_repo_example_runs_under_the_mocked_engine() -> None:
+    from tests.kubernetes.test_component import k8s_children, run_under_mocks
+
+    [block] = _blocks(_section("Use the components in your platform repo"), "python")
+    run = run_under_mocks(lambda: exec(compile(block, "README.md", "exec"), {}))
+    assert run.error is None, run.error
+    children = k8s_children(run)
+    assert {c.inputs["kind"] for c in children} >= {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"}
+    assert all("::cluster::" in c.provider for c in children), "every child uses the provider from the example"
