@@ -98,7 +98,10 @@ class WebSpec(Strict):
     memory_mib: int = Field(default=256, ge=32, le=262_144, description="memory request = limit, MiB")
     cpu_millicores: int = Field(default=250, ge=10, le=64_000, description="CPU request = limit, millicores")
     max_request_seconds: int = Field(
-        default=10, ge=1, le=300, description="longest request; in-flight requests get this long on stop"
+        default=10,
+        ge=5,
+        le=300,
+        description="longest request; in-flight requests get this long on stop (>= the web app's 5 s enqueue timeout)",
     )
     prestop_seconds: int = Field(
         default=5, ge=0, le=60, description="delay before SIGTERM so load balancers stop routing first"
