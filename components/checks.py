@@ -89,7 +89,8 @@ def _grace(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
         grace = _pod(m).get("terminationGracePeriodSeconds", 30)
         if grace < budget.kill_deadline_seconds:
             yield Finding(
-                "KS001", _ref(m),
+                "KS001",
+                _ref(m),
                 f"terminationGracePeriodSeconds {grace} is shorter than max_job_seconds "
                 f"({budget.max_job_seconds}) + drain_margin_seconds ({budget.drain_margin_seconds}) = "
                 f"{budget.kill_deadline_seconds}: jobs would be killed mid-way on every deploy",
@@ -97,13 +98,18 @@ def _grace(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
         for c in _containers(m):
             raw = _env(c).get(contract.ENV_SHUTDOWN_TIMEOUT_SECONDS)
             if raw is None or not str(raw).isdigit():
-                yield Finding("KS001", _ref(m), f"container {c['name']} has no numeric "
-                              f"{contract.ENV_SHUTDOWN_TIMEOUT_SECONDS}: the worker would not know its drain deadline")
+                yield Finding(
+                    "KS001",
+                    _ref(m),
+                    f"container {c['name']} has no numeric "
+                    f"{contract.ENV_SHUTDOWN_TIMEOUT_SECONDS}: the worker would not know its drain deadline",
+                )
                 continue
             drain = int(raw)
             if not budget.max_job_seconds <= drain < grace:
                 yield Finding(
-                    "KS001", _ref(m),
+                    "KS001",
+                    _ref(m),
                     f"{contract.ENV_SHUTDOWN_TIMEOUT_SECONDS}={drain} must be >= max_job_seconds "
                     f"({budget.max_job_seconds}) and < terminationGracePeriodSeconds ({grace})",
                 )
@@ -120,12 +126,18 @@ def _probes(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
             if missing:
                 yield Finding("KS002", _ref(m), f"container {c['name']} has no {', '.join(missing)}")
             if _component(m) == "worker":
-                for probe_name, path in (("readinessProbe", contract.READY_PATH),
-                                         ("livenessProbe", contract.LIVE_PATH)):
+                for probe_name, path in (
+                    ("readinessProbe", contract.READY_PATH),
+                    ("livenessProbe", contract.LIVE_PATH),
+                ):
                     get = c.get(probe_name, {}).get("httpGet", {})
                     if get and (get.get("path") != path or get.get("port") != spec.worker.health_port):
-                        yield Finding("KS002", _ref(m), f"{probe_name} must GET {path} on port "
-                                      f"{spec.worker.health_port}, not {get.get('path')} on {get.get('port')}")
+                        yield Finding(
+                            "KS002",
+                            _ref(m),
+                            f"{probe_name} must GET {path} on port "
+                            f"{spec.worker.health_port}, not {get.get('path')} on {get.get('port')}",
+                        )
 
 
 @rule("KS003", "every container has CPU and memory requests and limits")
@@ -208,8 +220,11 @@ def _redis(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
     text = "\n".join(str(v) for m in configs for v in (m.get("data") or {}).values())
     for directive in ("maxmemory-policy noeviction", "appendonly yes"):
         if directive not in text:
-            yield Finding("KS007", "ConfigMap/redis", f"redis.conf lacks '{directive}': queue keys could be "
-                          "evicted or lost on restart")
+            yield Finding(
+                "KS007",
+                "ConfigMap/redis",
+                f"redis.conf lacks '{directive}': queue keys could be evicted or lost on restart",
+            )
 
 
 @rule("KS008", "rollouts never drop worker capacity")
@@ -218,8 +233,11 @@ def _rollout(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]
         strategy = m.get("spec", {}).get("strategy", {}) or {}
         rolling = strategy.get("rollingUpdate", {}) or {}
         if strategy.get("type") == "Recreate" or rolling.get("maxUnavailable", "25%") not in (0, "0", "0%"):
-            yield Finding("KS008", _ref(m), "rolling update may take workers down before new ones are ready; "
-                          "set maxUnavailable: 0")
+            yield Finding(
+                "KS008",
+                _ref(m),
+                "rolling update may take workers down before new ones are ready; set maxUnavailable: 0",
+            )
 
 
 @rule("KS009", "voluntary disruptions (node drains) keep workers running")

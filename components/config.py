@@ -157,13 +157,19 @@ def _message(error: Any, loc: tuple[str, ...]) -> str:
         example = _example(loc)
         return "is required; add it" + (f", e.g. {loc[-1]}: {example}" if example else "")
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        bound = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"),
-                 "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}[kind]
+        bound = {
+            "greater_than_equal": ("ge", ">="),
+            "greater_than": ("gt", ">"),
+            "less_than_equal": ("le", "<="),
+            "less_than": ("lt", "<"),
+        }[kind]
         return f"must be {bound[1]} {ctx[bound[0]]}; set a value in range"
     if kind == "string_pattern_mismatch":
         if loc[-1] == "name" or loc[-2:-1] == ("kubernetes",):
-            return ("is not a DNS-1123 label; use lowercase letters, digits and '-', starting and ending "
-                    "with a letter or digit, e.g. emails")
+            return (
+                "is not a DNS-1123 label; use lowercase letters, digits and '-', starting and ending "
+                "with a letter or digit, e.g. emails"
+            )
         return f"does not match {ctx['pattern']}; use letters, digits, '_', '.' or '-'"
     if kind == "string_too_long":
         return f"is longer than {ctx['max_length']} characters; shorten it"

@@ -109,6 +109,4 @@ def _refuse_foreign_files(folder: Path) -> None:
         with path.open("rb") as handle:
             first = handle.readline().decode(errors="replace")
         if not first.startswith(HEADER.split("{", 1)[0]):
-            raise RenderError(
-                f"{path} was not written by killsafe render; move it away or choose another --out"
-            )
+            raise RenderError(f"{path} was not written by killsafe render; move it away or choose another --out")

@@ -81,8 +81,7 @@ class RedisSpec(Strict):
             raise FieldError(
                 ("url_secret",),
                 self.url_secret.model_dump(),
-                f"is only used with mode external (mode is {self.mode}); "
-                "remove url_secret or set mode: external",
+                f"is only used with mode external (mode is {self.mode}); remove url_secret or set mode: external",
             )
         return self
 
@@ -169,7 +168,7 @@ class WorkerSpec(Strict):
                 stall,
                 f"must be longer than max_job_seconds "
                 f"({self.max_job_seconds}): a worker busy with its longest jobs would be restarted "
-                f"mid-job; set it above {self.max_job_seconds} or remove it to use the derived default"
+                f"mid-job; set it above {self.max_job_seconds} or remove it to use the derived default",
             )
         return self
 

@@ -37,21 +37,62 @@ def _set_env(ms: list[Manifest], name: str, value: str) -> None:
 
 
 MUTATIONS: dict[str, tuple[str, Callable[[list[Manifest]], None]]] = {
-    "short grace": ("KS001", lambda ms: _worker(ms)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30)),
+    "short grace": (
+        "KS001",
+        lambda ms: _worker(ms)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30),
+    ),
     "drain deadline past grace": ("KS001", lambda ms: _set_env(ms, "KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS", "500")),
-    "no startup probe": ("KS002", lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0].pop("startupProbe")),
-    "no memory limit": ("KS003", lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop("memory")),
-    "service selects workers": ("KS004", lambda ms: ms.append({"kind": "Service", "metadata": {"name": "oops"},
-                                "spec": {"selector": _worker(ms)["spec"]["template"]["metadata"]["labels"]}})),
-    "sa token mounted": ("KS005", lambda ms: _worker(ms)["spec"]["template"]["spec"].update(automountServiceAccountToken=True)),
-    "writable root fs": ("KS005", lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False)),
-    "password in env": ("KS006", lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0]["env"].append(
-        {"name": "REDIS_URL", "value": "redis://:hunter2@emails-redis:6379/0"})),
-    "secret data in manifest": ("KS006", lambda ms: ms.append({"kind": "Secret", "metadata": {"name": "s"}, "stringData": {"a": "b"}})),
-    "evicting redis": ("KS007", lambda ms: [m["data"].update({k: v.replace("noeviction", "allkeys-lru") for k, v in m["data"].items()})
-                                             for m in ms if m["kind"] == "ConfigMap" and _component(m, "redis")]),
+    "no startup probe": (
+        "KS002",
+        lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0].pop("startupProbe"),
+    ),
+    "no memory limit": (
+        "KS003",
+        lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop("memory"),
+    ),
+    "service selects workers": (
+        "KS004",
+        lambda ms: ms.append(
+            {
+                "kind": "Service",
+                "metadata": {"name": "oops"},
+                "spec": {"selector": _worker(ms)["spec"]["template"]["metadata"]["labels"]},
+            }
+        ),
+    ),
+    "sa token mounted": (
+        "KS005",
+        lambda ms: _worker(ms)["spec"]["template"]["spec"].update(automountServiceAccountToken=True),
+    ),
+    "writable root fs": (
+        "KS005",
+        lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0]["securityContext"].update(
+            readOnlyRootFilesystem=False
+        ),
+    ),
+    "password in env": (
+        "KS006",
+        lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0]["env"].append(
+            {"name": "REDIS_URL", "value": "redis://:hunter2@emails-redis:6379/0"}
+        ),
+    ),
+    "secret data in manifest": (
+        "KS006",
+        lambda ms: ms.append({"kind": "Secret", "metadata": {"name": "s"}, "stringData": {"a": "b"}}),
+    ),
+    "evicting redis": (
+        "KS007",
+        lambda ms: [
+            m["data"].update({k: v.replace("noeviction", "allkeys-lru") for k, v in m["data"].items()})
+            for m in ms
+            if m["kind"] == "ConfigMap" and _component(m, "redis")
+        ],
+    ),
     "rollout drops capacity": ("KS008", lambda ms: _worker(ms)["spec"].update(strategy={"type": "Recreate"})),
-    "no worker pdb": ("KS009", lambda ms: [ms.remove(m) for m in list(ms) if m["kind"] == "PodDisruptionBudget" and _component(m, "worker")]),
+    "no worker pdb": (
+        "KS009",
+        lambda ms: [ms.remove(m) for m in list(ms) if m["kind"] == "PodDisruptionBudget" and _component(m, "worker")],
+    ),
 }
 
 

@@ -80,8 +80,11 @@ def test_check_example_stacks_clean(stack: str) -> None:
 def test_check_finds_hand_edits_in_rendered_files(tmp_path: Path) -> None:
     assert run("render", "--stack", "staging", "--out", str(tmp_path)).returncode == 0
     assert run("check", "--stack", "staging", "--manifests", str(tmp_path / "kubernetes")).returncode == 0
-    [worker_file] = [p for p in (tmp_path / "kubernetes").glob("*-deployment-*.yaml")
-                     if yaml.safe_load(p.read_text())["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"]
+    [worker_file] = [
+        p
+        for p in (tmp_path / "kubernetes").glob("*-deployment-*.yaml")
+        if yaml.safe_load(p.read_text())["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    ]
     worker = yaml.safe_load(worker_file.read_text())
     pod = worker["spec"]["template"]["spec"]
     pod["terminationGracePeriodSeconds"] = 30
@@ -91,7 +94,9 @@ def test_check_finds_hand_edits_in_rendered_files(tmp_path: Path) -> None:
     result = run("check", "--stack", "staging", "--manifests", str(tmp_path / "kubernetes"))
     assert result.returncode == 1
     name = worker["metadata"]["name"]
-    assert (f"KS001 Deployment/{name}: terminationGracePeriodSeconds 30 is shorter than max_job_seconds (120) + "
-            "drain_margin_seconds (15) = 135") in result.stdout
+    assert (
+        f"KS001 Deployment/{name}: terminationGracePeriodSeconds 30 is shorter than max_job_seconds (120) + "
+        "drain_margin_seconds (15) = 135"
+    ) in result.stdout
     assert f"KS002 Deployment/{name}: container" in result.stdout and "has no livenessProbe" in result.stdout
     assert "has no limits.cpu" in result.stdout and "has no limits.memory" in result.stdout

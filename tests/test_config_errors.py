@@ -18,8 +18,15 @@ GOOD = {
     "image": "ghcr.io/acme/emails:1.4.2",
     "redis": {"mode": "in-cluster"},
     "web": {"command": ["killsafe-web"], "port": 8000, "replicas": 2, "memory_mib": 256, "cpu_millicores": 250},
-    "worker": {"command": ["killsafe-worker"], "queues": ["emails"], "concurrency": 10, "replicas": 3,
-               "max_job_seconds": 120, "memory_mib": 512, "cpu_millicores": 500},
+    "worker": {
+        "command": ["killsafe-worker"],
+        "queues": ["emails"],
+        "concurrency": 10,
+        "replicas": 3,
+        "max_job_seconds": 120,
+        "memory_mib": 512,
+        "cpu_millicores": 500,
+    },
 }
 
 
@@ -87,7 +94,8 @@ CASES = {
     ),
     "redis mode of another target": (
         _with("redis", {"mode": "elasticache"}),
-        "killsafe:workload.redis.mode: elasticache is not available on target kubernetes; use one of in-cluster, external",
+        "killsafe:workload.redis.mode: elasticache is not available on target kubernetes; "
+        "use one of in-cluster, external",
     ),
 }
 
@@ -120,24 +128,32 @@ def test_ecs_refuses_a_job_budget_past_fargates_stop_timeout(tmp_path: Path) -> 
     config["killsafe:target"] = "ecs"
     config["killsafe:workload"]["redis"] = {"mode": "elasticache"}  # type: ignore[index]
     _write_stack(tmp_path, config)
-    result = subprocess.run([KILLSAFE, "check", "--stack", "bad", "--stacks-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [KILLSAFE, "check", "--stack", "bad", "--stacks-dir", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
-    assert (f"{tmp_path}/Pulumi.bad.yaml: killsafe:workload.worker.max_job_seconds: 300 plus drain_margin_seconds "
-            "(15) = 315 s exceeds ECS Fargate's 120 s stopTimeout; shorten jobs or checkpoint them, or deploy this "
-            "worker to Kubernetes") in result.stderr
+    assert (
+        f"{tmp_path}/Pulumi.bad.yaml: killsafe:workload.worker.max_job_seconds: 300 plus drain_margin_seconds "
+        "(15) = 315 s exceeds ECS Fargate's 120 s stopTimeout; shorten jobs or checkpoint them, or deploy this "
+        "worker to Kubernetes"
+    ) in result.stderr
 
 
 def test_unknown_killsafe_key_and_missing_stack(tmp_path: Path) -> None:
     config = _with("name", "emails")
     config["killsafe:targt"] = "kubernetes"
     _write_stack(tmp_path, config)
-    result = subprocess.run([KILLSAFE, "check", "--stack", "bad", "--stacks-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [KILLSAFE, "check", "--stack", "bad", "--stacks-dir", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "Pulumi.bad.yaml: killsafe:targt: is not a known key; did you mean killsafe:target?" in result.stderr
-    missing = subprocess.run([KILLSAFE, "check", "--stack", "nope", "--stacks-dir", str(tmp_path)],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [KILLSAFE, "check", "--stack", "nope", "--stacks-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2
     assert "Pulumi.nope.yaml: stack: nope has no stack file" in missing.stderr
     assert "stacks here: bad" in missing.stderr

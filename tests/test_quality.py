@@ -23,13 +23,22 @@ def test_mypy_strict_clean(tmp_path: Path) -> None:
     env = {**os.environ, "MYPYPATH": f"{tmp_path}{os.pathsep}{REPO / 'worker_image' / 'src'}"}
     result = subprocess.run(
         [str(BIN / "mypy"), "--cache-dir", str(tmp_path / "cache"), "-p", "killsafe", "-p", "killsafe_worker"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_lock_file_is_current() -> None:
-    result = subprocess.run([str(REPO / ".tools" / "bin" / "uv"), "lock", "--check", "--offline"], cwd=REPO,
-                            env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"}, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [str(REPO / ".tools" / "bin" / "uv"), "lock", "--check", "--offline"],
+        cwd=REPO,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
