@@ -43,6 +43,8 @@ ENV_STARTUP_TIMEOUT_SECONDS: Final = "KILLSAFE_STARTUP_TIMEOUT_SECONDS"
 ENV_NEVER_AUTO_RETRY: Final = "KILLSAFE_NEVER_AUTO_RETRY"
 """Comma-separated job names the dead-letter workflow retries only with --confirm."""
 ENV_LOG_LEVEL: Final = "KILLSAFE_LOG_LEVEL"
+ENV_HANDLERS: Final = "KILLSAFE_HANDLERS"
+"""Optional `package.module:REGISTRY` (a mapping job name -> async handler) replacing the demo handlers."""
 
 # --- Defaults shared by the builders and the worker -----------------------------------------------
 DEFAULT_CONCURRENCY: Final = 1
@@ -51,6 +53,13 @@ DEFAULT_LOCK_DURATION_MS: Final = 30_000
 DEFAULT_STALLED_INTERVAL_MS: Final = 30_000
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: Final = 25
 DEFAULT_STARTUP_TIMEOUT_SECONDS: Final = 30
+DEFAULT_QUEUE: Final = "default"
+"""Queue consumed (and enqueued to by the web app) when KILLSAFE_QUEUES is not set."""
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+"""Used only when neither REDIS_URL_FILE nor REDIS_URL is set (local development)."""
+DEFAULT_LOG_LEVEL: Final = "INFO"
+QUEUE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+"""What a queue name may look like (safe inside Redis keys, metric labels and resource names)."""
 
 # --- Secrets --------------------------------------------------------------------------------------
 REDIS_URL_SECRET_KEY: Final = "url"
@@ -66,6 +75,8 @@ DLQ_AUDIT_STREAM: Final = "killsafe:dlq:audit"
 """Redis stream holding one audit record per dead-letter retry (who, why, when, job)."""
 WORKER_REGISTRY_PREFIX: Final = "killsafe:workers:"
 """Per-worker heartbeat key prefix (registration, used by readiness)."""
+SIDE_EFFECTS_LIST: Final = "killsafe:side-effects"
+"""Redis list the reference handlers append to only when their SET NX marker was new (tests count it)."""
 
 # --- Redis safety ---------------------------------------------------------------------------------
 SAFE_MAXMEMORY_POLICIES: Final = frozenset({"noeviction"})
@@ -88,3 +99,13 @@ INTERRUPT_REASONS: Final = ("shutdown_deadline", "child_crashed", "child_oom", "
 
 # --- Shutdown -------------------------------------------------------------------------------------
 STOP_SIGNAL: Final = "SIGTERM"
+
+# --- Worker exit codes (what a supervisor sees; every non-zero one means "restart me") -------------
+EXIT_OK: Final = 0
+"""Drained: every in-flight job finished before the drain deadline."""
+EXIT_FAILURE: Final = 1
+"""Unrecoverable error (Redis unreachable past the startup timeout, the processing loop died)."""
+EXIT_USAGE: Final = 2
+"""Invalid configuration (a one-line error names the variable)."""
+EXIT_DRAIN_DEADLINE: Final = 3
+"""The drain deadline passed with jobs still running; they were handed back to the queue."""

@@ -28,7 +28,7 @@ DnsLabel = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=NAME_MAX_LENGTH),
 ]
-QueueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+QueueName = Annotated[str, StringConstraints(pattern=contract.QUEUE_NAME_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Command = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
 
