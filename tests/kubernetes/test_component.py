@@ -8,6 +8,7 @@ dependencies and additional secret outputs. The harness is shared by the parity 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import subprocess
@@ -119,6 +120,11 @@ def run_under_mocks(program: Callable[[], Any], *, stack: str = "test", config: 
 
 
 def _run_isolated(program: Callable[[], Any], stack: str, config: dict[str, str]) -> Run:
+    # The Pulumi SDK (set_mocks registering the Stack, runtime.test driving the program) uses
+    # asyncio.get_event_loop(); after any asyncio.run() elsewhere in the session there is none, so
+    # each mocked run gets, and closes, a loop of its own.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     pulumi.runtime.reset_options(project="killsafe", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config, [])
     monitor = RecordingMonitor()
@@ -133,6 +139,9 @@ def _run_isolated(program: Callable[[], Any], stack: str, config: dict[str, str]
         body()
     except Exception as exc:
         run.error = exc
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     return run
 
 
