@@ -7,6 +7,7 @@ The same list feeds the Pulumi component (`component.py`) and `killsafe render`.
     app_env.py      env shared by web and worker (REDIS_URL_FILE, queues, user env)
     credentials.py  the Redis Secret's name and keys, URL template, `prerequisites` for rendered YAML
     namespace.py    Namespace (Pod Security "restricted") and ServiceAccount
+    app_pods.py     the container and Deployment shape web and worker share
     web.py          web Deployment + Service;  worker.py  worker Deployment
     redis.py        in-cluster Redis: ConfigMap (redis.conf), Services, StatefulSet
     disruption.py   PodDisruptionBudgets;  network.py  NetworkPolicies

@@ -11,9 +11,8 @@ from typing import Any
 
 from killsafe import contract
 from killsafe.budget import web_budget
-from killsafe.kubernetes import pods
-from killsafe.kubernetes.app_env import REDIS_URL_FILE_NAME, shared_env, with_user_env
-from killsafe.kubernetes.credentials import redis_secret_name, redis_url_secret_key
+from killsafe.kubernetes.app_env import shared_env, with_user_env
+from killsafe.kubernetes.app_pods import app_container, app_deployment
 from killsafe.kubernetes.labels import object_meta, selector_labels, workload_labels
 from killsafe.spec import WebSpec, WorkloadSpec
 
@@ -43,48 +42,27 @@ def web_env(spec: WorkloadSpec) -> dict[str, str]:
 def web_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, Any]:
     web = _web(spec)
     budget = web_budget(web)
-    selector = selector_labels(spec, "web")
-    labels = workload_labels(spec, "web", spec.image)
-    container: dict[str, Any] = {
-        "name": "web",
-        "image": spec.image,
-        "imagePullPolicy": pods.image_pull_policy(spec.image),
-        "command": list(web.command),
-        "env": pods.env_list(web_env(spec)),
-        "ports": [{"name": HTTP_PORT_NAME, "containerPort": web.port, "protocol": "TCP"}],
-        **pods.http_probes(web.port),
-        "resources": pods.resources(web.memory_mib, web.cpu_millicores),
-        "securityContext": pods.container_security_context(),
-        "volumeMounts": [pods.secret_mount(), pods.tmp_mount()],
-    }
+    container = app_container(
+        spec,
+        "web",
+        command=web.command,
+        env=web_env(spec),
+        port_name=HTTP_PORT_NAME,
+        port=web.port,
+        memory_mib=web.memory_mib,
+        cpu_millicores=web.cpu_millicores,
+    )
     if budget.prestop_seconds > 0:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": budget.prestop_seconds}}}
-    pod_spec = {
-        **pods.pod_spec_base(service_account, budget.kill_deadline_seconds),
-        "containers": [container],
-        "volumes": [
-            pods.secret_volume(redis_secret_name(spec), redis_url_secret_key(spec), REDIS_URL_FILE_NAME),
-            pods.tmp_volume(),
-        ],
-        "topologySpreadConstraints": pods.topology_spread(selector),
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": object_meta(
-            web_name(spec),
-            spec.kubernetes.namespace,
-            labels,
-            image=spec.image,
-            network_policies=spec.kubernetes.network_policies,
-        ),
-        "spec": {
-            "replicas": web.replicas,
-            "selector": {"matchLabels": selector},
-            "strategy": pods.rolling_update(web.replicas),
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-        },
-    }
+    return app_deployment(
+        spec,
+        "web",
+        name=web_name(spec),
+        container=container,
+        replicas=web.replicas,
+        grace_seconds=budget.kill_deadline_seconds,
+        service_account=service_account,
+    )
 
 
 def web_service(spec: WorkloadSpec) -> dict[str, Any]:

@@ -6,10 +6,8 @@ from typing import Any
 
 from killsafe import contract
 from killsafe.budget import shutdown_budget
-from killsafe.kubernetes import pods
-from killsafe.kubernetes.app_env import REDIS_URL_FILE_NAME, shared_env, with_user_env
-from killsafe.kubernetes.credentials import redis_secret_name, redis_url_secret_key
-from killsafe.kubernetes.labels import object_meta, selector_labels, workload_labels
+from killsafe.kubernetes.app_env import shared_env, with_user_env
+from killsafe.kubernetes.app_pods import app_container, app_deployment
 from killsafe.spec import WorkloadSpec
 
 HEALTH_PORT_NAME = "health"
@@ -39,44 +37,22 @@ def worker_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, Any
     """terminationGracePeriodSeconds is the kill deadline; the worker drains until the (shorter)
     drain deadline and hands unfinished jobs back before the platform's SIGKILL."""
     worker = spec.worker
-    budget = shutdown_budget(worker)
-    selector = selector_labels(spec, "worker")
-    labels = workload_labels(spec, "worker", spec.image)
-    container = {
-        "name": "worker",
-        "image": spec.image,
-        "imagePullPolicy": pods.image_pull_policy(spec.image),
-        "command": list(worker.command),
-        "env": pods.env_list(worker_env(spec)),
-        "ports": [{"name": HEALTH_PORT_NAME, "containerPort": worker.health_port, "protocol": "TCP"}],
-        **pods.http_probes(worker.health_port),
-        "resources": pods.resources(worker.memory_mib, worker.cpu_millicores),
-        "securityContext": pods.container_security_context(),
-        "volumeMounts": [pods.secret_mount(), pods.tmp_mount()],
-    }
-    pod_spec = {
-        **pods.pod_spec_base(service_account, budget.kill_deadline_seconds),
-        "containers": [container],
-        "volumes": [
-            pods.secret_volume(redis_secret_name(spec), redis_url_secret_key(spec), REDIS_URL_FILE_NAME),
-            pods.tmp_volume(),
-        ],
-        "topologySpreadConstraints": pods.topology_spread(selector),
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": object_meta(
-            worker_name(spec),
-            spec.kubernetes.namespace,
-            labels,
-            image=spec.image,
-            network_policies=spec.kubernetes.network_policies,
-        ),
-        "spec": {
-            "replicas": worker.replicas,
-            "selector": {"matchLabels": selector},
-            "strategy": pods.rolling_update(worker.replicas),
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-        },
-    }
+    container = app_container(
+        spec,
+        "worker",
+        command=worker.command,
+        env=worker_env(spec),
+        port_name=HEALTH_PORT_NAME,
+        port=worker.health_port,
+        memory_mib=worker.memory_mib,
+        cpu_millicores=worker.cpu_millicores,
+    )
+    return app_deployment(
+        spec,
+        "worker",
+        name=worker_name(spec),
+        container=container,
+        replicas=worker.replicas,
+        grace_seconds=shutdown_budget(worker).kill_deadline_seconds,
+        service_account=service_account,
+    )
