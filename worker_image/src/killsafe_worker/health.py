@@ -7,17 +7,25 @@ only makes the worker not ready; restarting it would not bring Redis back.
 Liveness means "restarting this process would help": jobs are waiting, this worker has free
 capacity, and yet nothing was processed for the stall window; or the event loop itself is stuck
 (the server runs on that loop, so a stuck loop also makes the probe time out).
+
+The server is a few lines on asyncio.start_server, not aiohttp: probes and scrapers send one GET
+and read one small answer, and importing aiohttp.web alone cost ~8.5 MiB of the worker's idle RSS.
+One request per connection (Connection: close), a bounded request head and a read timeout are all
+the HTTP it needs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from killsafe_worker import contract
@@ -31,6 +39,15 @@ HEARTBEAT_TTL_SECONDS = 15
 """TTL of the registration key; readiness needs a heartbeat written within this window."""
 LOOP_LAG_WINDOW_SECONDS = 10.0
 """A loop stall is reported by /livez for this long after it happened (probes are periodic)."""
+MAX_REQUEST_HEAD_BYTES = 8192
+"""Request line + headers; a probe sends ~100 bytes. Longer heads get 431 and the connection closes."""
+READ_TIMEOUT_SECONDS = 5.0
+"""A client must send its whole request head within this; a silent or slow one is disconnected."""
+LINGER_SECONDS = 1.0
+"""After an error answer, unread request bytes are discarded this long, so closing with data still
+unread does not reset the connection before the client has read the answer."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,40 +160,166 @@ class HealthState:
         return not problems, {"live": not problems, "problems": problems}
 
 
-def _json_response(ok: bool, body: Mapping[str, Any]) -> web.Response:
-    return web.Response(status=200 if ok else 503, text=json.dumps(body), content_type="application/json")
+@dataclass(frozen=True)
+class HttpResponse:
+    """One complete answer; every answer closes the connection, so no keep-alive state exists."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+    def encode(self, include_body: bool = True) -> bytes:
+        """The whole answer; HEAD gets the same headers (Content-Length included) without the body."""
+        lines = [
+            f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}",
+            f"Content-Type: {self.content_type}",
+            f"Content-Length: {len(self.body)}",
+            "Connection: close",
+            *(f"{name}: {value}" for name, value in self.extra_headers),
+        ]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head + self.body if include_body else head
 
 
-def health_app(state: HealthState, metrics: WorkerMetrics) -> web.Application:
-    """The aiohttp application answering READY_PATH, LIVE_PATH and METRICS_PATH."""
+def _error(status: HTTPStatus, *extra_headers: tuple[str, str]) -> HttpResponse:
+    """The same plain-text body aiohttp answered with ("404: Not Found")."""
+    return HttpResponse(status, f"{status.value}: {status.phrase}".encode(), extra_headers=extra_headers)
 
-    async def readyz(_: web.Request) -> web.Response:
-        ok, body = state.readiness()
-        return _json_response(ok, body)
 
-    async def livez(_: web.Request) -> web.Response:
-        ok, body = state.liveness()
-        return _json_response(ok, body)
+def _json_response(ok: bool, body: Mapping[str, Any]) -> HttpResponse:
+    return HttpResponse(200 if ok else 503, json.dumps(body).encode(), "application/json; charset=utf-8")
 
-    async def metrics_text(_: web.Request) -> web.Response:
-        metrics.worker_ready.set(1 if state.readiness()[0] else 0)
-        response = web.Response(body=generate_latest(metrics.registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
 
-    app = web.Application()
-    app.router.add_get(contract.READY_PATH, readyz)
-    app.router.add_get(contract.LIVE_PATH, livez)
-    app.router.add_get(contract.METRICS_PATH, metrics_text)
-    return app
+class _BadRequest(Exception):
+    def __init__(self, status: HTTPStatus) -> None:
+        super().__init__(status.phrase)
+        self.status = status
+
+
+def _parse_request_line(head: bytes) -> tuple[str, str]:
+    """(method, path without query) of an HTTP/1.x request head; headers are not needed by any route."""
+    try:
+        request_line = head.split(b"\r\n", 1)[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise _BadRequest(HTTPStatus.BAD_REQUEST) from None
+    parts = request_line.split(" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith("/"):
+        raise _BadRequest(HTTPStatus.BAD_REQUEST)
+    method, target, version = parts
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        raise _BadRequest(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
+    return method, target.split("?", 1)[0]
+
+
+class HealthServer:
+    """READY_PATH, LIVE_PATH and METRICS_PATH over HTTP/1.1, one request per connection."""
+
+    def __init__(self, state: HealthState, metrics: WorkerMetrics) -> None:
+        self._routes: dict[str, Callable[[], HttpResponse]] = {
+            contract.READY_PATH: lambda: _json_response(*state.readiness()),
+            contract.LIVE_PATH: lambda: _json_response(*state.liveness()),
+            contract.METRICS_PATH: self._metrics_text,
+        }
+        self._state = state
+        self._metrics = metrics
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    def _metrics_text(self) -> HttpResponse:
+        self._metrics.worker_ready.set(1 if self._state.readiness()[0] else 0)
+        return HttpResponse(200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served right now (a silent client counts until its read timeout)."""
+        return len(self._connections)
+
+    async def start(self, port: int, hosts: Iterable[str]) -> None:
+        self._server = await asyncio.start_server(
+            self._serve_connection, host=list(hosts), port=port, limit=MAX_REQUEST_HEAD_BYTES, reuse_address=True
+        )
+
+    async def cleanup(self) -> None:
+        """Stop listening and drop any connection still open (a probe retries; nothing is lost)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def route(self, method: str, path: str) -> HttpResponse:
+        handler = self._routes.get(path)
+        if handler is None:
+            return _error(HTTPStatus.NOT_FOUND)
+        if method not in ("GET", "HEAD"):
+            return _error(HTTPStatus.METHOD_NOT_ALLOWED, ("Allow", "GET, HEAD"))
+        try:
+            return handler()
+        except Exception:
+            log.exception("health endpoint failed", extra={"path": path})
+            return _error(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Never raises: a client that vanishes, stalls or sends garbage only loses its own answer."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            await self._answer(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # reset, gone (ENOTCONN, EPIPE) or silent (TimeoutError): there is nobody to answer
+        except asyncio.CancelledError:
+            # Only cleanup() (or loop shutdown) cancels a connection, and this task is awaited by no
+            # one: ending it cancelled would make Python 3.11's streams log a CancelledError traceback.
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(writer.wait_closed(), LINGER_SECONDS)
+            if task is not None:
+                self._connections.discard(task)
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
+            method, path = _parse_request_line(head)
+        except asyncio.LimitOverrunError:
+            await self._reject(reader, writer, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            return
+        except _BadRequest as bad:
+            await self._reject(reader, writer, bad.status)
+            return
+        await _send(writer, self.route(method, path).encode(include_body=method != "HEAD"))
+
+    async def _reject(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: HTTPStatus) -> None:
+        await _send(writer, _error(status).encode())
+        if writer.transport.is_closing() or not writer.can_write_eof():
+            return
+        writer.write_eof()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_discard_until_eof(reader), LINGER_SECONDS)
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Write unless the client is already gone (uvloop raises RuntimeError writing to a closed transport)."""
+    if writer.transport.is_closing():
+        return
+    writer.write(data)
+    await writer.drain()
+
+
+async def _discard_until_eof(reader: asyncio.StreamReader) -> None:
+    while await reader.read(MAX_REQUEST_HEAD_BYTES):
+        pass
 
 
 async def start_health_server(
     state: HealthState, metrics: WorkerMetrics, port: int, hosts: Iterable[str] = ("0.0.0.0",)
-) -> web.AppRunner:
-    """Serve the probes on all interfaces (kubelet and Prometheus connect to the pod IP)."""
-    runner = web.AppRunner(health_app(state, metrics), access_log=None, handle_signals=False)
-    await runner.setup()
-    for host in hosts:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-    return runner
+) -> HealthServer:
+    """Serve the probes on all interfaces (kubelet and Prometheus connect to the pod IP); stop with cleanup()."""
+    server = HealthServer(state, metrics)
+    await server.start(port, hosts)
+    return server
