@@ -12,10 +12,12 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from bullmq import Queue, Worker
+from redis.asyncio import Redis
 
 from killsafe_worker import adapter
 from tests.conftest import RedisServer
@@ -32,6 +34,14 @@ async def _apply(fix: Fix | None, worker: Worker) -> None:
 
 def _worker(url: str, queue: str, processor: Callable[..., Awaitable[Any]], **opts: Any) -> Worker:
     return Worker(queue, processor, {"connection": url, "autorun": False, **opts})
+
+
+def _closable_worker(url: str, queue: str, processor: Callable[..., Awaitable[Any]], **opts: Any) -> Worker:
+    """A worker whose close() always ends: with B5 fixed. On the bare library, a BZPOPMIN that starts
+    just as close() begins (after it cancelled the wait it knew of) is re-sent forever."""
+    worker = _worker(url, queue, processor, **opts)
+    adapter.use_blocking_read_timeout(worker)
+    return worker
 
 
 async def _fresh_queue(url: str, name: str) -> Queue:
@@ -71,12 +81,12 @@ async def _runs_per_job_after_close(url: str, fix: Fix | None) -> Counter[str]:
     return starts
 
 
-def test_b1_bare_close_lets_running_jobs_be_run_twice(redis_server: RedisServer):
+def test_b1_bare_close_lets_running_jobs_be_run_twice(redis_server: RedisServer) -> None:
     starts = asyncio.run(_runs_per_job_after_close(redis_server.url, None))
     assert max(starts.values()) >= 2, f"B1 seems fixed upstream: {starts}"
 
 
-def test_b1_deferred_lock_close_runs_each_job_once(redis_server: RedisServer):
+def test_b1_deferred_lock_close_runs_each_job_once(redis_server: RedisServer) -> None:
     starts = asyncio.run(_runs_per_job_after_close(redis_server.url, adapter.defer_lock_manager_close))
     assert list(starts.values()) == [1], starts
 
@@ -107,12 +117,12 @@ async def _delay_lateness_ms(url: str, fix: Fix | None, delay_ms: int = 1100, ro
     return statistics.median(lateness)
 
 
-def test_b2_bare_delayed_jobs_run_about_a_second_late(redis_server: RedisServer):
+def test_b2_bare_delayed_jobs_run_about_a_second_late(redis_server: RedisServer) -> None:
     late = asyncio.run(_delay_lateness_ms(redis_server.url, None))
     assert late > 500, f"B2 seems fixed upstream: delayed jobs only {late:.0f} ms late"
 
 
-def test_b2_exact_block_timeouts_run_delayed_jobs_on_time(redis_server: RedisServer):
+def test_b2_exact_block_timeouts_run_delayed_jobs_on_time(redis_server: RedisServer) -> None:
     late = asyncio.run(_delay_lateness_ms(redis_server.url, adapter.use_exact_block_timeouts))
     assert late < 400, f"delayed jobs still {late:.0f} ms late"
 
@@ -146,12 +156,12 @@ async def _resume_after_restart(server: RedisServer, fix: Fix | None) -> float:
     return resumed
 
 
-def test_b3_bare_worker_resumes_seconds_after_redis_returns(redis_server: RedisServer):
+def test_b3_bare_worker_resumes_seconds_after_redis_returns(redis_server: RedisServer) -> None:
     resumed = asyncio.run(_resume_after_restart(redis_server, None))
     assert resumed > 1.5, f"B3 seems fixed upstream: resumed {resumed:.2f}s after Redis returned"
 
 
-def test_b3_fast_reconnect_resumes_at_once(redis_server: RedisServer):
+def test_b3_fast_reconnect_resumes_at_once(redis_server: RedisServer) -> None:
     resumed = asyncio.run(_resume_after_restart(redis_server, adapter.use_fast_reconnect))
     assert resumed < 1.2, f"resumed only {resumed:.2f}s after Redis returned"
 
@@ -181,7 +191,7 @@ async def _kill_the_loop(url: str, supervised: bool) -> tuple[asyncio.Task[None]
     return run, worker, queue
 
 
-def test_b4_bare_run_loop_stops_silently(redis_server: RedisServer):
+def test_b4_bare_run_loop_stops_silently(redis_server: RedisServer) -> None:
     async def scenario() -> None:
         run, worker, queue = await _kill_the_loop(redis_server.url, supervised=False)
         assert run.done() and run.exception() is None, "B4 seems fixed upstream: run() did not just return"
@@ -195,7 +205,7 @@ def test_b4_bare_run_loop_stops_silently(redis_server: RedisServer):
     asyncio.run(scenario())
 
 
-def test_b4_supervised_run_raises_instead(redis_server: RedisServer):
+def test_b4_supervised_run_raises_instead(redis_server: RedisServer) -> None:
     async def scenario() -> None:
         run, worker, queue = await _kill_the_loop(redis_server.url, supervised=True)
         assert run.done()
@@ -234,9 +244,173 @@ async def _runs_within(url: str, fix: Fix | None, delay_ms: int, within_s: float
     return True
 
 
-def test_b5_bare_job_delayed_over_5s_does_not_run_on_time(redis_server: RedisServer):
+def test_b5_bare_job_delayed_over_5s_does_not_run_on_time(redis_server: RedisServer) -> None:
     assert not asyncio.run(_runs_within(redis_server.url, None, 5600, 9.0)), "B5 seems fixed upstream"
 
 
-def test_b5_blocking_read_timeout_runs_it_on_time(redis_server: RedisServer):
+def test_b5_blocking_read_timeout_runs_it_on_time(redis_server: RedisServer) -> None:
     assert asyncio.run(_runs_within(redis_server.url, adapter.use_blocking_read_timeout, 5600, 7.5))
+
+
+# --- O1 (performance): two script calls per job where Node BullMQ makes one -----------------------
+
+
+@dataclass
+class _Consumed:
+    """What one worker did with a pre-filled queue of no-op jobs."""
+
+    scripts_per_job: float
+    completed: Counter[str]
+    active: Counter[str]
+    most_at_once: int
+    untracked_runs: list[str]
+    lock_gaps: int
+    """How often the lock manager was left tracking nothing (B1's deferred close would close it)."""
+
+
+async def _consume(url: str, fix: Fix | None, concurrency: int, jobs: int = 200) -> _Consumed:
+    """Run `jobs` no-op jobs on one worker; count Lua script calls (EVALSHA/EVAL) from INFO commandstats."""
+    completed: Counter[str] = Counter()
+    active: Counter[str] = Counter()
+    running = most_at_once = 0
+    untracked_runs: list[str] = []
+    queue = await _fresh_queue(url, "o1")
+    await queue.addBulk([{"name": "noop", "data": {"n": n}} for n in range(jobs)])
+
+    async def noop(job: Any, token: str) -> None:
+        nonlocal running, most_at_once
+        if job.id not in worker.lockManager.tracked_jobs or (job, token) not in worker.jobs:
+            untracked_runs.append(job.id)
+        running += 1
+        most_at_once = max(most_at_once, running)
+        await asyncio.sleep(0.005)  # long enough for the other slots' jobs to run meanwhile
+        running -= 1
+
+    worker = _closable_worker(url, "o1", noop, concurrency=concurrency)
+    await _apply(fix, worker)
+    lock_gaps = 0
+    untrack = worker.lockManager.untrack_job
+
+    def untrack_and_count_gaps(job_id: str) -> None:
+        nonlocal lock_gaps
+        untrack(job_id)
+        lock_gaps += not worker.lockManager.tracked_jobs
+
+    worker.lockManager.untrack_job = untrack_and_count_gaps
+    worker.on("completed", lambda job, _result: completed.update([job.id]))
+    worker.on("active", lambda job, _prev: active.update([job.id]))
+    stats = Redis.from_url(url)
+    await stats.config_resetstat()
+    run = asyncio.ensure_future(worker.run())
+    deadline = time.monotonic() + 60
+    while completed.total() < jobs and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    commandstats = await stats.info("commandstats")
+    await worker.close()
+    await run
+    await stats.aclose()
+    await queue.close()
+    calls = sum(commandstats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+    return _Consumed(calls / jobs, completed, active, most_at_once, untracked_runs, lock_gaps)
+
+
+def test_o1_bare_worker_makes_two_script_calls_per_job(redis_server: RedisServer) -> None:
+    consumed = asyncio.run(_consume(redis_server.url, None, concurrency=1))
+    assert len(consumed.completed) == 200
+    assert consumed.scripts_per_job >= 1.8, f"O1 seems done upstream: {consumed.scripts_per_job:.2f} calls/job"
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_o1_fetch_next_one_call_per_job_same_slots_and_events(redis_server: RedisServer, concurrency: int) -> None:
+    consumed = asyncio.run(_consume(redis_server.url, adapter.fetch_next_on_complete, concurrency))
+    assert consumed.scripts_per_job <= 1.2, f"{consumed.scripts_per_job:.2f} script calls/job"
+    assert len(consumed.completed) == 200 and set(consumed.completed.values()) == {1}, "completed once per job"
+    assert len(consumed.active) == 200 and set(consumed.active.values()) == {1}, "active once per job"
+    assert consumed.untracked_runs == [], "a job ran without its lock being renewed"
+    assert consumed.lock_gaps <= 2 * concurrency, f"{consumed.lock_gaps} moments without a tracked lock"
+    assert min(concurrency, 2) <= consumed.most_at_once <= concurrency, "not one job per slot"
+
+
+@pytest.mark.parametrize("stop", ["close", "pause"])
+def test_o1_fetch_next_claims_nothing_once_closing_or_paused(redis_server: RedisServer, stop: str) -> None:
+    """close() (SIGTERM) or pause() while a job runs: its completion must not claim the next job."""
+
+    async def scenario() -> None:
+        queue = await _fresh_queue(redis_server.url, "o1-stop")
+        first = await queue.add("first", {})
+        second = await queue.add("second", {})
+        ran: list[str] = []
+
+        async def stops_the_worker_meanwhile(job: Any, _token: str) -> None:
+            ran.append(job.id)
+            if job.id == first.id:
+                stopping = worker.close() if stop == "close" else worker.pause(do_not_wait_active=True)
+                background.append(asyncio.ensure_future(stopping))
+                await asyncio.sleep(0.3)
+
+        background: list[asyncio.Future[Any]] = []
+        worker = _closable_worker(redis_server.url, "o1-stop", stops_the_worker_meanwhile)
+        adapter.fetch_next_on_complete(worker)
+        run = asyncio.ensure_future(worker.run())
+        deadline = time.monotonic() + 10
+        while await queue.getJobState(first.id) != "completed" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert await queue.getJobState(second.id) == "waiting", "claimed after close()/pause()"
+        assert ran == [first.id]
+        if stop == "pause":
+            worker.resume()
+            while await queue.getJobState(second.id) != "completed" and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert ran == [first.id, second.id]
+            await worker.close()
+        await asyncio.gather(run, *background)
+        await queue.close()
+
+    asyncio.run(scenario())
+
+
+def test_o1_fetch_next_counts_failures_and_successes_once_each(redis_server: RedisServer) -> None:
+    """Failing jobs take the library's path (no claim); successes between them keep claiming."""
+
+    async def scenario() -> tuple[Counter[str], Counter[str], int]:
+        queue = await _fresh_queue(redis_server.url, "o1-fail")
+        await queue.addBulk([{"name": "fails" if n % 3 == 0 else "works", "data": {}} for n in range(30)])
+        completed: Counter[str] = Counter()
+        failed: Counter[str] = Counter()
+
+        async def fails_some(job: Any, _token: str) -> None:
+            if job.name == "fails":
+                raise ValueError("meant to fail")
+
+        worker = _closable_worker(redis_server.url, "o1-fail", fails_some)
+        adapter.fetch_next_on_complete(worker)
+        worker.on("completed", lambda job, _result: completed.update([job.id]))
+        worker.on("failed", lambda job, _error: failed.update([job.id]))
+        run = asyncio.ensure_future(worker.run())
+        deadline = time.monotonic() + 30
+        while completed.total() + failed.total() < 30 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        counts = await queue.getJobCounts("completed", "failed")
+        await worker.close()
+        await run
+        await queue.close()
+        return completed, failed, counts["completed"] + 100 * counts["failed"]
+
+    completed, failed, stored = asyncio.run(scenario())
+    assert (len(completed), len(failed)) == (20, 10)
+    assert set(completed.values()) == set(failed.values()) == {1}
+    assert not set(completed) & set(failed)
+    assert stored == 20 + 100 * 10
+
+
+def test_o1_fetch_next_still_runs_delayed_jobs_on_time(redis_server: RedisServer) -> None:
+    """The claim's "next delayed job at" answer drives the wait (with B2's exact timeouts)."""
+
+    def with_b2_and_b5(worker: Worker) -> Awaitable[None]:
+        adapter.fetch_next_on_complete(worker)
+        adapter.use_blocking_read_timeout(worker)
+        return adapter.use_exact_block_timeouts(worker)
+
+    late = asyncio.run(_delay_lateness_ms(redis_server.url, with_b2_and_b5))
+    assert late < 400, f"delayed jobs {late:.0f} ms late"
