@@ -38,7 +38,9 @@ def _worker(url: str, queue: str, processor: Callable[..., Awaitable[Any]], **op
 
 def _closable_worker(url: str, queue: str, processor: Callable[..., Awaitable[Any]], **opts: Any) -> Worker:
     """A worker whose close() always ends: with B5 fixed. On the bare library, a BZPOPMIN that starts
-    just as close() begins (after it cancelled the wait it knew of) is re-sent forever."""
+    just as close() begins (after it cancelled the wait it knew of) is re-sent forever. B5's fix is
+    independent of B1, B2, B4 and O1, so their bare-library variants use it too; only the B3 and B5
+    tests (whose behaviour it touches) build truly bare workers."""
     worker = _worker(url, queue, processor, **opts)
     adapter.use_blocking_read_timeout(worker)
     return worker
@@ -64,7 +66,7 @@ async def _runs_per_job_after_close(url: str, fix: Fix | None) -> Counter[str]:
 
     opts = {"concurrency": 2, "lockDuration": 2000, "stalledInterval": 1000}
     queue = await _fresh_queue(url, "b1")
-    first, second = _worker(url, "b1", slow, **opts), _worker(url, "b1", slow, **opts)
+    first, second = _closable_worker(url, "b1", slow, **opts), _closable_worker(url, "b1", slow, **opts)
     for worker in (first, second):
         await _apply(fix, worker)
     await queue.add("slow", {})
@@ -102,7 +104,7 @@ async def _delay_lateness_ms(url: str, fix: Fix | None, delay_ms: int = 1100, ro
         ran.put_nowait(time.time())
 
     queue = await _fresh_queue(url, "b2")
-    worker = _worker(url, "b2", record)
+    worker = _closable_worker(url, "b2", record)
     await _apply(fix, worker)
     run = asyncio.ensure_future(worker.run())
     lateness = []
@@ -182,7 +184,7 @@ async def _kill_the_loop(url: str, supervised: bool) -> tuple[asyncio.Task[None]
     if supervised:
         adapter.route_library_tracebacks_to_logging()
     queue = await _fresh_queue(url, "b4")
-    worker = _worker(url, "b4", failing)
+    worker = _closable_worker(url, "b4", failing)
     worker.on("failed", buggy_listener)
     worker.on("error", buggy_listener)
     run = asyncio.ensure_future(adapter.run_supervised(worker) if supervised else worker.run())
