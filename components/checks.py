@@ -1,22 +1,34 @@
-"""The checklist as code: rules every deployment of a workload must satisfy.
+"""The checklist as code: what every deployment of a workload must satisfy, on every target.
 
-`killsafe check` runs them over the objects the builder produces for a stack, or over manifests on
-disk (`--manifests DIR`: a rendered folder someone may have edited by hand), so a dangerous
-platform default or a hand edit that breaks the shutdown budget is caught before it ships.
+A rule has one code and one meaning everywhere (KS001 is "the platform's kill deadline covers the
+job budget" on Kubernetes, ECS and systemd alike); each target package implements the codes that
+apply to its objects in its own `checks.py` and registers them in a `RuleSet`. `killsafe check`
+runs a target's rules over the objects its builder produces, or over rendered files someone may
+have edited by hand, so a dangerous platform default or a hand edit is caught before it ships.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from killsafe import contract
-from killsafe.budget import shutdown_budget
 from killsafe.spec import WorkloadSpec
 
-COMPONENT_LABEL = "app.kubernetes.io/component"
-Manifest = dict[str, Any]
+Level = Literal["error", "warning"]
+
+RULE_TITLES: dict[str, str] = {
+    "KS001": "the worker's grace period covers the job budget and its own drain deadline",
+    "KS002": "every long-running container has readiness and liveness probes; the worker a startup probe",
+    "KS003": "every container has CPU and memory requests and limits",
+    "KS004": "web and worker run as separate Deployments/services/units; nothing routes traffic to workers",
+    "KS005": "processes run unprivileged and hardened (Pod Security 'restricted', no service-account token)",
+    "KS006": "no secret in plain text: no Secret data in manifests, no credentials in env or args",
+    "KS007": "Redis is configured for queues: noeviction and AOF persistence",
+    "KS008": "rollouts never drop worker capacity",
+    "KS009": "voluntary disruptions (node drains) keep workers running",
+}
+"""One meaning per code on every target; a target implements the codes that apply to it."""
 
 
 @dataclass(frozen=True)
@@ -24,226 +36,43 @@ class Finding:
     rule: str
     obj: str
     message: str
+    level: Level = "error"
 
     def __str__(self) -> str:
-        return f"{self.rule} {self.obj}: {self.message}"
+        tag = " (warning)" if self.level == "warning" else ""
+        return f"{self.rule}{tag} {self.obj}: {self.message}"
 
 
-Rule = Callable[[WorkloadSpec, list[Manifest]], Iterator[Finding]]
-RULES: dict[str, tuple[str, Rule]] = {}
+Rule = Callable[[WorkloadSpec, list[Any]], Iterator[Finding]]
 
 
-def rule(code: str, title: str) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        RULES[code] = (title, fn)
-        return fn
+@dataclass
+class RuleSet:
+    """The rules one target implements, by code."""
 
-    return register
+    target: str
+    rules: dict[str, Rule] = field(default_factory=dict)
 
+    def rule(self, code: str) -> Callable[[Rule], Rule]:
+        if code not in RULE_TITLES:
+            raise ValueError(f"rule {code} has no title in killsafe.checks.RULE_TITLES")
 
-def check_kubernetes(spec: WorkloadSpec, manifests: list[Manifest]) -> list[Finding]:
-    """Every finding of every rule, in rule order."""
-    findings: list[Finding] = []
-    for code in sorted(RULES):
-        findings.extend(RULES[code][1](spec, manifests))
-    return findings
+        def register(fn: Rule) -> Rule:
+            self.rules[code] = fn
+            return fn
 
+        return register
 
-def _ref(m: Manifest) -> str:
-    return f"{m.get('kind')}/{m.get('metadata', {}).get('name')}"
+    def titles(self) -> dict[str, str]:
+        return {code: RULE_TITLES[code] for code in sorted(self.rules)}
 
-
-def _component(m: Manifest) -> str | None:
-    labels = m.get("metadata", {}).get("labels", {}) or {}
-    value = labels.get(COMPONENT_LABEL)
-    return str(value) if value is not None else None
-
-
-def _workloads(manifests: list[Manifest]) -> Iterator[Manifest]:
-    yield from (m for m in manifests if m.get("kind") in ("Deployment", "StatefulSet"))
+    def run(self, spec: WorkloadSpec, objects: list[Any]) -> list[Finding]:
+        """Every finding of every rule, in rule order."""
+        findings: list[Finding] = []
+        for code in sorted(self.rules):
+            findings.extend(self.rules[code](spec, objects))
+        return findings
 
 
-def _pod(m: Manifest) -> dict[str, Any]:
-    return dict(m.get("spec", {}).get("template", {}).get("spec", {}))
-
-
-def _containers(m: Manifest) -> list[dict[str, Any]]:
-    return list(_pod(m).get("containers", []))
-
-
-def _env(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value") for e in container.get("env", []) or []}
-
-
-def _deployments(manifests: list[Manifest], component: str) -> list[Manifest]:
-    return [m for m in manifests if m.get("kind") == "Deployment" and _component(m) == component]
-
-
-@rule("KS001", "the worker's grace period covers the job budget and its own drain deadline")
-def _grace(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    budget = shutdown_budget(spec.worker)
-    workers = _deployments(manifests, "worker")
-    if not workers:
-        yield Finding("KS001", "Deployment/?", "no worker Deployment (label app.kubernetes.io/component=worker)")
-    for m in workers:
-        grace = _pod(m).get("terminationGracePeriodSeconds", 30)
-        if grace < budget.kill_deadline_seconds:
-            yield Finding(
-                "KS001",
-                _ref(m),
-                f"terminationGracePeriodSeconds {grace} is shorter than max_job_seconds "
-                f"({budget.max_job_seconds}) + drain_margin_seconds ({budget.drain_margin_seconds}) = "
-                f"{budget.kill_deadline_seconds}: jobs would be killed mid-way on every deploy",
-            )
-        for c in _containers(m):
-            raw = _env(c).get(contract.ENV_SHUTDOWN_TIMEOUT_SECONDS)
-            if raw is None or not str(raw).isdigit():
-                yield Finding(
-                    "KS001",
-                    _ref(m),
-                    f"container {c['name']} has no numeric "
-                    f"{contract.ENV_SHUTDOWN_TIMEOUT_SECONDS}: the worker would not know its drain deadline",
-                )
-                continue
-            drain = int(raw)
-            if not budget.max_job_seconds <= drain < grace:
-                yield Finding(
-                    "KS001",
-                    _ref(m),
-                    f"{contract.ENV_SHUTDOWN_TIMEOUT_SECONDS}={drain} must be >= max_job_seconds "
-                    f"({budget.max_job_seconds}) and < terminationGracePeriodSeconds ({grace})",
-                )
-
-
-@rule("KS002", "every long-running container has readiness and liveness probes; the worker a startup probe")
-def _probes(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    for m in _workloads(manifests):
-        for c in _containers(m):
-            wanted = ["readinessProbe", "livenessProbe"]
-            if _component(m) == "worker":
-                wanted.append("startupProbe")
-            missing = [p for p in wanted if p not in c]
-            if missing:
-                yield Finding("KS002", _ref(m), f"container {c['name']} has no {', '.join(missing)}")
-            if _component(m) == "worker":
-                for probe_name, path in (
-                    ("readinessProbe", contract.READY_PATH),
-                    ("livenessProbe", contract.LIVE_PATH),
-                ):
-                    get = c.get(probe_name, {}).get("httpGet", {})
-                    if get and (get.get("path") != path or get.get("port") != spec.worker.health_port):
-                        yield Finding(
-                            "KS002",
-                            _ref(m),
-                            f"{probe_name} must GET {path} on port "
-                            f"{spec.worker.health_port}, not {get.get('path')} on {get.get('port')}",
-                        )
-
-
-@rule("KS003", "every container has CPU and memory requests and limits")
-def _limits(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    for m in _workloads(manifests):
-        for c in _containers(m):
-            resources = c.get("resources", {}) or {}
-            for section in ("requests", "limits"):
-                for resource in ("cpu", "memory"):
-                    if resource not in (resources.get(section) or {}):
-                        yield Finding("KS003", _ref(m), f"container {c['name']} has no {section}.{resource}")
-
-
-@rule("KS004", "web and worker run as separate Deployments; no Service routes to workers")
-def _split(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    workers = _deployments(manifests, "worker")
-    webs = _deployments(manifests, "web")
-    if spec.web is not None and not webs:
-        yield Finding("KS004", "Deployment/?", "the spec has a web tier but there is no web Deployment")
-    for m in workers:
-        if any(w is m for w in webs):
-            yield Finding("KS004", _ref(m), "one Deployment runs both web and worker")
-    for service in (m for m in manifests if m.get("kind") == "Service"):
-        selector = service.get("spec", {}).get("selector", {}) or {}
-        if selector.get(COMPONENT_LABEL) == "worker" or (
-            selector and any(selector.items() <= _template_labels(w).items() for w in workers)
-        ):
-            yield Finding("KS004", _ref(service), "selects worker pods: workers take no traffic")
-
-
-def _template_labels(m: Manifest) -> dict[str, Any]:
-    return dict(m.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}) or {})
-
-
-@rule("KS005", "pods meet Pod Security Standards 'restricted' and carry no service-account token")
-def _security(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    for m in _workloads(manifests):
-        pod = _pod(m)
-        if pod.get("automountServiceAccountToken") is not False:
-            yield Finding("KS005", _ref(m), "automountServiceAccountToken is not false")
-        pod_ctx = pod.get("securityContext", {}) or {}
-        for c in [*_containers(m), *pod.get("initContainers", [])]:
-            ctx = {**pod_ctx, **(c.get("securityContext", {}) or {})}
-            problems = []
-            if ctx.get("runAsNonRoot") is not True:
-                problems.append("runAsNonRoot is not true")
-            if ctx.get("readOnlyRootFilesystem") is not True:
-                problems.append("root filesystem is writable")
-            if ctx.get("allowPrivilegeEscalation") is not False:
-                problems.append("allowPrivilegeEscalation is not false")
-            if "ALL" not in ((ctx.get("capabilities") or {}).get("drop") or []):
-                problems.append("capabilities are not dropped (drop: [ALL])")
-            if (ctx.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
-                problems.append("no seccompProfile RuntimeDefault")
-            if problems:
-                yield Finding("KS005", _ref(m), f"container {c['name']}: {'; '.join(problems)}")
-
-
-@rule("KS006", "no secret in plain text: no Secret data in manifests, no credentials in env or args")
-def _secrets(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    for m in manifests:
-        if m.get("kind") == "Secret" and (m.get("data") or m.get("stringData")):
-            yield Finding("KS006", _ref(m), "a Secret with its values written into a manifest")
-    for m in _workloads(manifests):
-        for c in [*_containers(m), *_pod(m).get("initContainers", [])]:
-            texts = [str(v) for v in _env(c).values() if v is not None]
-            texts += [str(a) for a in [*c.get("args", []), *c.get("command", [])]]
-            for name, value in _env(c).items():
-                if value is not None and any(w in name.upper() for w in ("PASSWORD", "SECRET", "TOKEN")):
-                    yield Finding("KS006", _ref(m), f"container {c['name']} sets {name} in plain text")
-            if any("redis://" in t and "@" in t for t in texts):
-                yield Finding("KS006", _ref(m), f"container {c['name']} carries a Redis URL with credentials")
-
-
-@rule("KS007", "an in-cluster Redis is configured for queues: noeviction and AOF persistence")
-def _redis(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    if spec.redis.mode != "in-cluster":
-        return
-    configs = [m for m in manifests if m.get("kind") == "ConfigMap" and _component(m) == "redis"]
-    text = "\n".join(str(v) for m in configs for v in (m.get("data") or {}).values())
-    for directive in ("maxmemory-policy noeviction", "appendonly yes"):
-        if directive not in text:
-            yield Finding(
-                "KS007",
-                "ConfigMap/redis",
-                f"redis.conf lacks '{directive}': queue keys could be evicted or lost on restart",
-            )
-
-
-@rule("KS008", "rollouts never drop worker capacity")
-def _rollout(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    for m in _deployments(manifests, "worker"):
-        strategy = m.get("spec", {}).get("strategy", {}) or {}
-        rolling = strategy.get("rollingUpdate", {}) or {}
-        if strategy.get("type") == "Recreate" or rolling.get("maxUnavailable", "25%") not in (0, "0", "0%"):
-            yield Finding(
-                "KS008",
-                _ref(m),
-                "rolling update may take workers down before new ones are ready; set maxUnavailable: 0",
-            )
-
-
-@rule("KS009", "voluntary disruptions (node drains) keep workers running")
-def _pdb(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
-    if not spec.kubernetes.pod_disruption_budgets:
-        return
-    pdbs = [m for m in manifests if m.get("kind") == "PodDisruptionBudget"]
-    if not any(_component(p) == "worker" for p in pdbs):
-        yield Finding("KS009", "PodDisruptionBudget/?", "no PodDisruptionBudget for the worker pods")
+def errors(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.level == "error"]

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from killsafe.budget import ShutdownBudget, shutdown_budget, web_budget
-from killsafe.checks import RULES, check_kubernetes
-from killsafe.config import ConfigError, load_stack, stack_file
+from killsafe.checks import errors
+from killsafe.config import ConfigError, load_stack, parse_stack_config, stack_file
 from killsafe.reference import config_reference
-from killsafe.render import RenderError, kubernetes_manifests, render, write_files
+from killsafe.render import RenderError, write_files
 from killsafe.spec import TARGETS, StackConfig
+from killsafe.targets import Target, load_target
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -47,46 +47,55 @@ def render_command(
     """Write the stack's manifests/units as files (GitOps, VMs) and print the plan."""
     config = _load(stack, stacks_dir)
     source = str(stack_file(stack, stacks_dir))
-    if target is not None and target not in TARGETS:
-        raise _fail(f"error: --target {target} is not one of {', '.join(TARGETS)}")
     try:
-        files = render(config, source, target)
+        chosen = load_target(target or config.target)
+    except RenderError as exc:
+        raise _fail(f"error: {exc}; nothing was written") from None
+    if chosen.name != config.target:
+        config = _as_target(config, chosen.name, source)
+    try:
+        files = chosen.render(config, source)
         write_files(files, out)
     except RenderError as exc:
         raise _fail(f"error: {exc}; nothing was written") from None
-    chosen = target or config.target
-    typer.echo(f"killsafe render: stack {stack} ({source}), target {chosen}")
-    typer.echo(f"  wrote {len(files)} files to {out / chosen}/")
+    typer.echo(f"killsafe render: stack {stack} ({source}), target {chosen.name}")
+    typer.echo(f"  wrote {len(files)} files to {out / chosen.name}/")
     for rendered in files:
-        typer.echo(f"    {rendered.path.name}")
-    typer.echo(plan_text(config))
+        typer.echo(f"    {'/'.join(rendered.path.parts[1:])}")
+    typer.echo(plan_text(config, chosen))
 
 
-def plan_text(config: StackConfig) -> str:
+def _as_target(config: StackConfig, target: str, source: str) -> StackConfig:
+    """The stack re-validated for another target (its limits and Redis modes apply)."""
+    raw = {**config.model_dump(exclude_unset=True), "target": target}
+    try:
+        return parse_stack_config(raw, f"{source} (rendered with --target {target})")
+    except ConfigError as exc:
+        raise _fail(f"error: invalid configuration, nothing was written\n{exc}") from None
+
+
+def plan_text(config: StackConfig, target: Target) -> str:
     """The derived shutdown budget and the prerequisites, as the summary shows them."""
-    from killsafe.kubernetes.build import prerequisites
-
     workload = config.workload
     budget = shutdown_budget(workload.worker)
-    lines = ["", f"  shutdown budget, worker ({workload.name}):", *_budget_lines(budget)]
+    lines = ["", f"  shutdown budget, worker ({workload.name}):", *_budget_lines(budget, target.kill_deadline_name)]
     if workload.web is not None:
         wb = web_budget(workload.web)
         lines.append(
             f"  web: preStop {wb.prestop_seconds} s + request drain {wb.request_drain_seconds} s + reserve "
             f"= grace {wb.kill_deadline_seconds} s"
         )
-    steps = prerequisites(workload)
+    steps = target.prerequisites(config)
     if steps:
         lines += ["", "  before applying:"] + [f"    - {step}" for step in steps]
     return "\n".join(lines)
 
 
-def _budget_lines(b: ShutdownBudget) -> list[str]:
+def _budget_lines(b: ShutdownBudget, kill_deadline_name: str) -> list[str]:
     return [
         f"    longest job        {b.max_job_seconds:>5} s   worker.max_job_seconds",
         f"    + drain margin     {b.drain_margin_seconds:>5} s   worker.drain_margin_seconds",
-        f"    = kill deadline    {b.kill_deadline_seconds:>5} s   terminationGracePeriodSeconds "
-        "(ECS stopTimeout, systemd TimeoutStopSec)",
+        f"    = kill deadline    {b.kill_deadline_seconds:>5} s   {kill_deadline_name}",
         f"    drain deadline     {b.drain_deadline_seconds:>5} s   KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS "
         "(worker stops waiting, hands jobs back)",
         f"    job lock           {b.lock_duration_ms // 1000:>5} s   stalled check every "
@@ -100,31 +109,28 @@ def check_command(
     stack: StackOption,
     stacks_dir: StacksDirOption = Path("stacks"),
     manifests: Annotated[
-        Path | None, typer.Option(help="check these rendered files instead of building them (finds hand edits)")
+        Path | None,
+        typer.Option(help="check this rendered folder (OUT/<target>) instead of building it (finds hand edits)"),
     ] = None,
 ) -> None:
     """Validate the stack and run the checklist rules (exit 0 clean, 1 findings, 2 invalid config)."""
     config = _load(stack, stacks_dir)
-    if config.target != "kubernetes":
-        raise _fail(f"error: killsafe:target {config.target} has no checks yet; only kubernetes")
-    objects = _read_manifests(manifests) if manifests else kubernetes_manifests(config)
-    findings = check_kubernetes(config.workload, objects)
+    try:
+        target = load_target(config.target)
+    except RenderError as exc:
+        raise _fail(f"error: {exc}") from None
+    if manifests is not None and not manifests.is_dir():
+        raise _fail(f"error: --manifests {manifests} is not a folder")
+    objects = target.read_rendered(manifests) if manifests else target.objects(config)
+    findings = target.rules.run(config.workload, objects)
     for finding in findings:
         typer.echo(str(finding))
-    checked = f"{len(objects)} objects, {len(RULES)} rules"
-    if findings:
-        typer.echo(f"killsafe check: {len(findings)} finding(s) in {checked}", err=True)
+    checked = f"{len(objects)} objects, {len(target.rules.rules)} rules"
+    if errors(findings):
+        typer.echo(f"killsafe check: {len(errors(findings))} finding(s) in {checked}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"killsafe check: stack {stack} is clean ({checked})")
-
-
-def _read_manifests(folder: Path) -> list[dict[str, object]]:
-    if not folder.is_dir():
-        raise _fail(f"error: --manifests {folder} is not a folder")
-    docs: list[dict[str, object]] = []
-    for path in sorted(folder.rglob("*.y*ml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-    return docs
+    warned = f", {len(findings)} warning(s)" if findings else ""
+    typer.echo(f"killsafe check: stack {stack} is clean ({checked}{warned})")
 
 
 @app.command("config-reference")

@@ -61,6 +61,11 @@ class RedisSpec(Strict):
     url_secret: SecretRef | None = Field(
         default=None, description="external mode: the existing secret holding the Redis URL"
     )
+    key_prefix: Annotated[str, StringConstraints(pattern=contract.KEY_PREFIX_PATTERN)] = Field(
+        default=contract.DEFAULT_KEY_PREFIX,
+        description="BullMQ key prefix (Node's `prefix` option): every producer, worker, dashboard and "
+        "autoscaler of these queues must use the same one",
+    )
     image: Annotated[str, StringConstraints(min_length=1)] = Field(
         default="redis:7.2.5-alpine", description="in-cluster Redis image (pinned tag or digest)"
     )
@@ -118,8 +123,12 @@ class WorkerSpec(Strict):
     queues: Annotated[list[QueueName], Field(min_length=1)] = Field(
         examples=[["emails"]], description="queues the workers consume"
     )
-    concurrency: int = Field(
-        default=contract.DEFAULT_CONCURRENCY, ge=1, le=1000, description="jobs in flight per worker process"
+    concurrency_per_queue: int = Field(
+        default=contract.DEFAULT_CONCURRENCY,
+        ge=1,
+        le=1000,
+        description="jobs in flight per queue in each worker process: a worker consuming N queues runs up "
+        "to N x this many jobs at once (size memory_mib for that)",
     )
     replicas: int = Field(default=2, ge=1, le=1000, description="worker pods/tasks/instances")
     max_job_seconds: int = Field(ge=1, le=86_400, description="the longest a job may run", examples=[120])
@@ -150,6 +159,23 @@ class WorkerSpec(Strict):
         le=600,
         description="how often workers look for jobs whose lock expired",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "concurrency" in data:
+            raise FieldError(
+                ("concurrency",),
+                data["concurrency"],
+                "was renamed concurrency_per_queue: it applies to each queue (a worker consuming N queues "
+                "runs up to N x this many jobs at once); rename the key",
+            )
+        return data
+
+    @property
+    def max_jobs_in_flight(self) -> int:
+        """Per worker process, across all its queues."""
+        return self.concurrency_per_queue * len(self.queues)
 
     @field_validator("queues")
     @classmethod
@@ -194,11 +220,23 @@ class KubernetesSpec(Strict):
         description="emit the Namespace (labelled Pod Security 'restricted'); false when it is managed "
         "elsewhere. Ignored for namespace default",
     )
+    monitoring_namespace: DnsLabel = Field(
+        default="monitoring",
+        description="namespace of the Prometheus that scrapes the metrics ports (only it may reach them)",
+    )
     external_redis_ports: Annotated[list[Annotated[int, Field(ge=1, le=65_535)]], Field(min_length=1)] = Field(
         default_factory=lambda: [contract.REDIS_PORT],
         description="redis mode external: TCP ports the NetworkPolicies let web and worker reach "
         "(the address is unknown, so any address on these ports)",
     )
+
+
+class EcsSpec(Strict):
+    """ECS Fargate-only settings."""
+
+
+class SystemdSpec(Strict):
+    """systemd-only settings (VMs)."""
 
 
 class WorkloadSpec(Strict):
@@ -216,6 +254,8 @@ class WorkloadSpec(Strict):
         default_factory=dict, description="plain, non-secret environment for web and worker"
     )
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+    ecs: EcsSpec = Field(default_factory=EcsSpec)
+    systemd: SystemdSpec = Field(default_factory=SystemdSpec)
 
     @field_validator("image")
     @classmethod

@@ -5,27 +5,20 @@ anything is created; an invalid config stops the program with the path-qualified
 traceback (`pulumi.RunError`). A misspelt `killsafe:` key is an error too: a silently ignored
 `render_yaml_to_directory` typo would deploy to the real cluster.
 
-Kubernetes target: with `killsafe:render_yaml_to_directory` set, every object is written as YAML to
-that directory by an explicit provider (no cluster needed, e.g. `pulumi up -s dev`); otherwise the
-ambient kubeconfig provider applies them. Rendered YAML never holds a password: pulumi-kubernetes
-writes Secret values to rendered files in plain text, so in render mode the component generates no
-Redis Secret and the stack exports `prerequisites`, the commands that create it (as `killsafe render`).
+What is deployed is the target's own business: `killsafe.<target>.program.deploy(stack)` (see
+killsafe.targets); only that target's SDK is imported (a Kubernetes stack never imports pulumi_aws).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from killsafe.config import NAMESPACE, ConfigError, parse_stack_config
-from killsafe.kubernetes import build
-from killsafe.kubernetes.component import KubernetesWorkload
 from killsafe.spec import StackConfig
-
-RENDER_PROVIDER_NAME = "render-yaml"
 
 
 def stack_source() -> str:
@@ -64,33 +57,18 @@ def load() -> StackConfig:
         raise pulumi.RunError(f"invalid killsafe stack configuration:\n{error}") from None
 
 
-def deploy_kubernetes(stack: StackConfig) -> KubernetesWorkload:
-    spec = stack.workload
-    opts = None
-    rendering = bool(stack.render_yaml_to_directory)
-    if rendering:
-        provider = k8s.Provider(RENDER_PROVIDER_NAME, render_yaml_to_directory=stack.render_yaml_to_directory)
-        opts = pulumi.ResourceOptions(provider=provider)
-        pulumi.export("rendered_yaml_directory", stack.render_yaml_to_directory)
-        pulumi.export("prerequisites", build.prerequisites(spec))
-    workload = KubernetesWorkload(spec.name, spec, opts, redis_secret=not rendering)
-    pulumi.export("namespace", workload.namespace)
-    pulumi.export("worker_deployment", workload.worker_deployment_name)
-    pulumi.export("web_service", workload.web_service_name)
-    pulumi.export("redis_secret", workload.redis_secret_name)
-    pulumi.export("shutdown_budget", workload.shutdown_budget)
-    return workload
-
-
 def main() -> None:
     stack = load()
-    if stack.target != "kubernetes":
+    try:
+        program = importlib.import_module(f"killsafe.{stack.target}.program")
+    except ModuleNotFoundError as err:
+        if err.name is None or not f"killsafe.{stack.target}.program".startswith(err.name):
+            raise
         raise pulumi.RunError(
             f"{stack_source()}: {NAMESPACE}:target: {stack.target} is not implemented in the Pulumi program "
-            f"yet (only kubernetes is; {stack.target} comes in a later release); set {NAMESPACE}:target: "
-            "kubernetes"
-        )
-    deploy_kubernetes(stack)
+            f"yet; set {NAMESPACE}:target: kubernetes"
+        ) from None
+    program.deploy(stack)
 
 
 main()

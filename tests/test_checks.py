@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from killsafe.checks import RULES, check_kubernetes
 from killsafe.config import load_stack
 from killsafe.kubernetes.build import build_manifests
+from killsafe.kubernetes.checks import RULES, check_kubernetes
 from tests.conftest import REPO
 
 SPEC = load_stack("staging", REPO / "stacks").workload
@@ -110,10 +110,10 @@ def test_rule_fires_on_unsafe_variant(case: str) -> None:
 
 
 def test_every_rule_has_a_mutation() -> None:
-    assert {rule for rule, _ in MUTATIONS.values()} == set(RULES)
+    assert {rule for rule, _ in MUTATIONS.values()} == set(RULES.rules)
 
 
 def test_rules_cover_the_issue_checklist(tmp_path: Path) -> None:
-    titles = " ".join(title for title, _ in RULES.values())
+    titles = " ".join(RULES.titles().values())
     for topic in ("grace period", "probes", "limits", "separate Deployments"):
         assert topic in titles

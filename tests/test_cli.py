@@ -100,3 +100,20 @@ def test_check_finds_hand_edits_in_rendered_files(tmp_path: Path) -> None:
     ) in result.stdout
     assert f"KS002 Deployment/{name}: container" in result.stdout and "has no livenessProbe" in result.stdout
     assert "has no limits.cpu" in result.stdout and "has no limits.memory" in result.stdout
+
+
+def test_files_without_a_comment_header_are_known_by_the_folder_marker(tmp_path: Path) -> None:
+    """JSON has no comments: a re-render recognises its own files through the folder's marker."""
+    from pathlib import PurePosixPath
+
+    from killsafe.render import MARKER, RenderedFile, RenderError, write_files
+
+    first = [RenderedFile(PurePosixPath("ecs/a.json"), "{}\n"), RenderedFile(PurePosixPath("ecs/b.sh"), "x", 0o755)]
+    write_files(first, tmp_path)
+    assert (tmp_path / "ecs" / MARKER).read_text() == "a.json\nb.sh\n"
+    assert (tmp_path / "ecs" / "b.sh").stat().st_mode & 0o777 == 0o755
+    write_files([RenderedFile(PurePosixPath("ecs/c.json"), "[]\n")], tmp_path)
+    assert sorted(p.name for p in (tmp_path / "ecs").iterdir()) == [MARKER, "c.json"]
+    (tmp_path / "ecs" / "theirs.json").write_text("{}")
+    with pytest.raises(RenderError, match=r"theirs\.json was not written by killsafe render"):
+        write_files(first, tmp_path)

@@ -21,7 +21,7 @@ GOOD = {
     "worker": {
         "command": ["killsafe-worker"],
         "queues": ["emails"],
-        "concurrency": 10,
+        "concurrency_per_queue": 10,
         "replicas": 3,
         "max_job_seconds": 120,
         "memory_mib": 512,
@@ -49,8 +49,12 @@ SRC = "{stacks}/Pulumi.bad.yaml"
 
 CASES = {
     "typo key": (
-        _with("worker.concurency", 10),
-        "killsafe:workload.worker.concurency: 10 is not a known key; did you mean concurrency?",
+        _with("worker.concurency_per_queue", 10),
+        "killsafe:workload.worker.concurency_per_queue: 10 is not a known key; did you mean concurrency_per_queue?",
+    ),
+    "renamed key": (
+        _with("worker.concurrency", 10),
+        "killsafe:workload.worker.concurrency: 10 was renamed concurrency_per_queue: it applies to each queue",
     ),
     "negative memory": (
         _with("worker.memory_mib", -512),

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from killsafe import contract
+from killsafe.app_env import web_tier
 from killsafe.budget import web_budget
-from killsafe.kubernetes.app_env import shared_env, with_user_env
+from killsafe.kubernetes.app_env import web_env
 from killsafe.kubernetes.app_pods import app_container, app_deployment
 from killsafe.kubernetes.labels import object_meta, selector_labels, workload_labels
-from killsafe.spec import WebSpec, WorkloadSpec
+from killsafe.spec import WorkloadSpec
 
 HTTP_PORT_NAME = "http"
 
@@ -23,24 +23,8 @@ def web_name(spec: WorkloadSpec) -> str:
     return f"{spec.name}-web"
 
 
-def _web(spec: WorkloadSpec) -> WebSpec:
-    if spec.web is None:
-        raise ValueError(f"workload {spec.name} has no web tier; callers check spec.web first")
-    return spec.web
-
-
-def web_env(spec: WorkloadSpec) -> dict[str, str]:
-    web = _web(spec)
-    own = {
-        **shared_env(spec),
-        contract.ENV_WEB_PORT: str(web.port),
-        contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: str(web_budget(web).request_drain_seconds),
-    }
-    return with_user_env(spec, own)
-
-
 def web_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, Any]:
-    web = _web(spec)
+    web = web_tier(spec)
     budget = web_budget(web)
     container = app_container(
         spec,
@@ -66,7 +50,7 @@ def web_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, Any]:
 
 
 def web_service(spec: WorkloadSpec) -> dict[str, Any]:
-    web = _web(spec)
+    web = web_tier(spec)
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from killsafe import contract
 from killsafe.budget import shutdown_budget
-from killsafe.kubernetes.app_env import shared_env, with_user_env
+from killsafe.kubernetes.app_env import worker_env
 from killsafe.kubernetes.app_pods import app_container, app_deployment
 from killsafe.spec import WorkloadSpec
 
@@ -15,22 +14,6 @@ HEALTH_PORT_NAME = "health"
 
 def worker_name(spec: WorkloadSpec) -> str:
     return f"{spec.name}-worker"
-
-
-def worker_env(spec: WorkloadSpec) -> dict[str, str]:
-    """The budget the worker enforces on itself; it must agree with the pod's grace period."""
-    worker = spec.worker
-    budget = shutdown_budget(worker)
-    own = {
-        **shared_env(spec),
-        contract.ENV_CONCURRENCY: str(worker.concurrency),
-        contract.ENV_HEALTH_PORT: str(worker.health_port),
-        contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: str(budget.drain_deadline_seconds),
-        contract.ENV_LOCK_DURATION_MS: str(budget.lock_duration_ms),
-        contract.ENV_STALLED_INTERVAL_MS: str(budget.stalled_interval_ms),
-        contract.ENV_LIVENESS_STALL_SECONDS: str(budget.liveness_stall_seconds),
-    }
-    return with_user_env(spec, own)
 
 
 def worker_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, Any]:

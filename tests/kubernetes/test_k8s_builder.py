@@ -21,9 +21,18 @@ from tests.kubernetes.k8s_specs import (
 
 def test_worker_shutdown_budget_reaches_grace_period_and_env() -> None:
     manifests = build_manifests(
-        make_spec(worker={"max_job_seconds": 120, "drain_margin_seconds": 15, "lock_duration_seconds": 40,
-                          "stalled_interval_seconds": 20, "concurrency": 7, "health_port": 9090,
-                          "queues": ["emails", "emails-bulk"], "liveness_stall_seconds": 600})
+        make_spec(
+            worker={
+                "max_job_seconds": 120,
+                "drain_margin_seconds": 15,
+                "lock_duration_seconds": 40,
+                "stalled_interval_seconds": 20,
+                "concurrency_per_queue": 7,
+                "health_port": 9090,
+                "queues": ["emails", "emails-bulk"],
+                "liveness_stall_seconds": 600,
+            }
+        )
     )
     worker = find(manifests, "Deployment", "emails-worker")
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 135
@@ -33,15 +42,14 @@ def test_worker_shutdown_budget_reaches_grace_period_and_env() -> None:
     assert env[contract.ENV_STALLED_INTERVAL_MS] == "20000"
     assert env[contract.ENV_LIVENESS_STALL_SECONDS] == "600"
     assert env[contract.ENV_QUEUES] == "emails,emails-bulk"
-    assert env[contract.ENV_CONCURRENCY] == "7"
+    assert env[contract.ENV_CONCURRENCY_PER_QUEUE] == "7"
     assert env[contract.ENV_HEALTH_PORT] == "9090"
     assert env[contract.ENV_STARTUP_TIMEOUT_SECONDS] == str(contract.DEFAULT_STARTUP_TIMEOUT_SECONDS)
     assert env[contract.ENV_REDIS_URL_FILE] == f"{contract.SECRETS_MOUNT_DIR}/{contract.REDIS_URL_SECRET_KEY}"
 
 
 def test_liveness_stall_defaults_to_the_kill_deadline_when_jobs_are_long() -> None:
-    env = env_of(container(build_manifests(make_spec(worker={"max_job_seconds": 900})), "Deployment",
-                           "emails-worker"))
+    env = env_of(container(build_manifests(make_spec(worker={"max_job_seconds": 900})), "Deployment", "emails-worker"))
     assert env[contract.ENV_LIVENESS_STALL_SECONDS] == "915"
 
 
@@ -56,18 +64,20 @@ def test_worker_probes_use_the_health_port_and_contract_paths() -> None:
 
 
 def test_worker_resources_are_guaranteed_and_exact() -> None:
-    worker = container(build_manifests(make_spec(worker={"memory_mib": 512, "cpu_millicores": 500})),
-                       "Deployment", "emails-worker")
-    assert worker["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
-                                   "limits": {"cpu": "500m", "memory": "512Mi"}}
+    worker = container(
+        build_manifests(make_spec(worker={"memory_mib": 512, "cpu_millicores": 500})), "Deployment", "emails-worker"
+    )
+    assert worker["resources"] == {
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"cpu": "500m", "memory": "512Mi"},
+    }
 
 
 def test_replicas_and_rollout_never_drop_capacity() -> None:
     manifests = build_manifests(make_spec(web={"replicas": 3}, worker={"replicas": 12}))
     web, worker = find(manifests, "Deployment", "emails-web"), find(manifests, "Deployment", "emails-worker")
     assert web["spec"]["replicas"] == 3 and worker["spec"]["replicas"] == 12
-    assert web["spec"]["strategy"] == {"type": "RollingUpdate",
-                                       "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert web["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     assert worker["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 3}
 
 
@@ -83,8 +93,17 @@ def test_both_tiers_run_the_one_image_with_their_own_command() -> None:
 
 def test_web_budget_prestop_sleep_probes_and_env() -> None:
     manifests = build_manifests(
-        make_spec(web={"port": 8081, "prestop_seconds": 7, "max_request_seconds": 20, "replicas": 2,
-                       "memory_mib": 300, "cpu_millicores": 150}, env={"LOG_FORMAT": "json"})
+        make_spec(
+            web={
+                "port": 8081,
+                "prestop_seconds": 7,
+                "max_request_seconds": 20,
+                "replicas": 2,
+                "memory_mib": 300,
+                "cpu_millicores": 150,
+            },
+            env={"LOG_FORMAT": "json"},
+        )
     )
     web_pod = find(manifests, "Deployment", "emails-web")["spec"]["template"]["spec"]
     assert web_pod["terminationGracePeriodSeconds"] == 7 + 20 + 5
@@ -122,7 +141,8 @@ def test_labels_are_the_recommended_set_and_selectors_omit_the_version() -> None
     }
     assert worker["spec"]["template"]["metadata"]["labels"] == worker["metadata"]["labels"]
     assert worker["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "emails", "app.kubernetes.io/instance": "emails",
+        "app.kubernetes.io/name": "emails",
+        "app.kubernetes.io/instance": "emails",
         "app.kubernetes.io/component": "worker",
     }
     redis = find(manifests, "StatefulSet", "emails-redis")
@@ -137,6 +157,7 @@ def test_labels_are_the_recommended_set_and_selectors_omit_the_version() -> None
 
 def test_upgrading_the_image_keeps_every_selector() -> None:
     """Selectors are immutable in the API: an upgrade that changed one could never be applied."""
+
     def selectors(image: str) -> list[object]:
         found = []
         for m in build_manifests(make_spec(image=image, redis={"image": image})):
@@ -181,9 +202,22 @@ def test_order_is_dependencies_first_and_output_is_deterministic() -> None:
     spec = stack_spec("dev")
     first = build_manifests(spec)
     assert [k for k, _ in kinds_and_names(first)] == [
-        "Namespace", "ServiceAccount", "ConfigMap", "Service", "Service", "Service", "StatefulSet",
-        "Deployment", "Deployment", "PodDisruptionBudget", "PodDisruptionBudget", "PodDisruptionBudget",
-        "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "Service",
+        "Service",
+        "StatefulSet",
+        "Deployment",
+        "Deployment",
+        "PodDisruptionBudget",
+        "PodDisruptionBudget",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "NetworkPolicy",
     ]
     assert json.dumps(first, sort_keys=False) == json.dumps(build_manifests(spec), sort_keys=False)
     json.dumps(first, allow_nan=False)  # plain JSON-able data only
@@ -191,8 +225,11 @@ def test_order_is_dependencies_first_and_output_is_deterministic() -> None:
 
 @pytest.mark.parametrize(
     ("field", "removed_kind"),
-    [("network_policies", "NetworkPolicy"), ("pod_disruption_budgets", "PodDisruptionBudget"),
-     ("create_namespace", "Namespace")],
+    [
+        ("network_policies", "NetworkPolicy"),
+        ("pod_disruption_budgets", "PodDisruptionBudget"),
+        ("create_namespace", "Namespace"),
+    ],
 )
 def test_each_opt_out_removes_exactly_its_objects(field: str, removed_kind: str) -> None:
     full = kinds_and_names(build_manifests(make_spec()))
@@ -207,8 +244,9 @@ def test_pod_disruption_budgets_evict_one_at_a_time_per_tier() -> None:
         pdb = find(manifests, "PodDisruptionBudget", name)
         assert pdb["spec"]["maxUnavailable"] == 1
         assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == component
-        workload = next(m for m in manifests if m["kind"] in ("Deployment", "StatefulSet")
-                        and m["metadata"]["name"] == name)
+        workload = next(
+            m for m in manifests if m["kind"] in ("Deployment", "StatefulSet") and m["metadata"]["name"] == name
+        )
         assert pdb["spec"]["selector"] == workload["spec"]["selector"]
 
 
@@ -219,11 +257,18 @@ def test_worker_only_spec_has_no_web_objects() -> None:
 
 
 def test_in_cluster_redis_objects_and_config() -> None:
-    manifests = build_manifests(make_spec(redis={"memory_mib": 1000, "cpu_millicores": 300, "storage_gib": 5,
-                                                 "storage_class": "fast-ssd"}))
+    manifests = build_manifests(
+        make_spec(redis={"memory_mib": 1000, "cpu_millicores": 300, "storage_gib": 5, "storage_class": "fast-ssd"})
+    )
     conf = find(manifests, "ConfigMap", "emails-redis-config")["data"]["redis.conf"].splitlines()
-    for line in ("appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction", "dir /data",
-                 "maxmemory 700mb", f"port {contract.REDIS_PORT}"):
+    for line in (
+        "appendonly yes",
+        "appendfsync everysec",
+        "maxmemory-policy noeviction",
+        "dir /data",
+        "maxmemory 700mb",
+        f"port {contract.REDIS_PORT}",
+    ):
         assert line in conf
     sts = find(manifests, "StatefulSet", "emails-redis")
     assert sts["spec"]["replicas"] == 1
@@ -256,8 +301,9 @@ def test_redis_config_change_rolls_the_redis_pod() -> None:
 
 
 def test_external_redis_emits_no_redis_objects_and_mounts_the_existing_secret() -> None:
-    manifests = build_manifests(make_spec(redis={"mode": "external",
-                                                 "url_secret": {"name": "shared-redis", "key": "connection"}}))
+    manifests = build_manifests(
+        make_spec(redis={"mode": "external", "url_secret": {"name": "shared-redis", "key": "connection"}})
+    )
     assert not [n for n in kinds_and_names(manifests) if "redis" in n[1]]
     for name in ("emails-web", "emails-worker"):
         pod = find(manifests, "Deployment", name)["spec"]["template"]["spec"]
@@ -283,14 +329,16 @@ def test_checkov_suppressions_only_when_justified() -> None:
     assert list(worker_meta["annotations"]) == ["checkov.io/skip1"]
     assert worker_meta["annotations"]["checkov.io/skip1"].startswith("CKV_K8S_43=")
     assert "annotations" not in find(tagged, "Service", "emails-web")["metadata"]
-    pinned = build_manifests(make_spec(image=f"ghcr.io/acme/emails@{DIGEST}",
-                                       redis={"image": f"redis@{DIGEST}"}))
+    pinned = build_manifests(make_spec(image=f"ghcr.io/acme/emails@{DIGEST}", redis={"image": f"redis@{DIGEST}"}))
     assert not [m for m in pinned if "annotations" in m["metadata"]]
     in_default = build_manifests(make_spec(image=f"ghcr.io/acme/emails@{DIGEST}", kubernetes={"namespace": "default"}))
     service = find(in_default, "Service", "emails-web")
     assert next(iter(service["metadata"]["annotations"].values())).startswith("CKV_K8S_21=")
     unguarded = build_manifests(make_spec(kubernetes={"network_policies": False}))
-    annotated = {m["metadata"]["name"]: m["metadata"]["annotations"]["checkov.io/skip2"]
-                 for m in unguarded if "checkov.io/skip2" in m["metadata"].get("annotations", {})}
+    annotated = {
+        m["metadata"]["name"]: m["metadata"]["annotations"]["checkov.io/skip2"]
+        for m in unguarded
+        if "checkov.io/skip2" in m["metadata"].get("annotations", {})
+    }
     assert set(annotated) == {"emails-web", "emails-worker", "emails-redis"}  # the objects that run pods
     assert all(reason.startswith("CKV2_K8S_6=") for reason in annotated.values())

@@ -57,8 +57,10 @@ def test_in_cluster_prerequisites_create_a_matching_password_and_url(tmp_path: P
     assert not re.search(r"[0-9a-f]{32}", " ".join(steps)), "no literal password in the instructions"
     calls = _run_commands(steps, tmp_path)
     # the two sides of a pipeline run concurrently: their record order is not defined
-    assert sorted(calls[:2]) == [["apply", "-f", "-"], ["create", "namespace", "emails-dev", "--dry-run=client",
-                                                          "-o", "yaml"]]
+    assert sorted(calls[:2]) == [
+        ["apply", "-f", "-"],
+        ["create", "namespace", "emails-dev", "--dry-run=client", "-o", "yaml"],
+    ]
     create = calls[2]
     assert create[:5] == ["-n", "emails-dev", "create", "secret", "generic"]
     assert create[5] == redis_secret_name(spec)
@@ -77,10 +79,19 @@ def _literals(call: list[str]) -> dict[str, str]:
 
 
 def test_external_prerequisites_read_the_url_from_a_file(tmp_path: Path) -> None:
-    spec = make_spec(redis={"mode": "external", "url_secret": {"name": "shared-redis", "key": "connection"}},
-                     kubernetes={"namespace": "default"})
+    spec = make_spec(
+        redis={"mode": "external", "url_secret": {"name": "shared-redis", "key": "connection"}},
+        kubernetes={"namespace": "default"},
+    )
     steps = prerequisites(spec)
     assert len(steps) == 1  # the default namespace already exists
     [call] = _run_commands(steps, tmp_path)
-    assert call == ["-n", "default", "create", "secret", "generic", "shared-redis",
-                    "--from-file=connection=./redis-url.txt"]
+    assert call == [
+        "-n",
+        "default",
+        "create",
+        "secret",
+        "generic",
+        "shared-redis",
+        "--from-file=connection=./redis-url.txt",
+    ]

@@ -41,8 +41,10 @@ def test_manifests_match_golden(stack: str) -> None:
     path = GOLDEN_DIR / f"{stack}.yaml"
     if UPDATE:
         GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-        header = (f"# Generated from stacks/Pulumi.{stack}.yaml by tests/kubernetes/test_k8s_golden.py "
-                  "(KILLSAFE_UPDATE_GOLDEN=1)\n")
+        header = (
+            f"# Generated from stacks/Pulumi.{stack}.yaml by tests/kubernetes/test_k8s_golden.py "
+            "(KILLSAFE_UPDATE_GOLDEN=1)\n"
+        )
         path.write_text(header + yaml.dump_all(manifests, Dumper=_ReadableDumper, sort_keys=False))
     assert path.is_file(), f"{path} is missing; generate it with KILLSAFE_UPDATE_GOLDEN=1"
     golden = list(yaml.safe_load_all(path.read_text()))

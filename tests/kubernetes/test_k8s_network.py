@@ -24,8 +24,11 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def _pod_labels(manifests: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    return {m["metadata"]["labels"]["app.kubernetes.io/component"]: m["spec"]["template"]["metadata"]["labels"]
-            for m in manifests if m["kind"] in ("Deployment", "StatefulSet")}
+    return {
+        m["metadata"]["labels"]["app.kubernetes.io/component"]: m["spec"]["template"]["metadata"]["labels"]
+        for m in manifests
+        if m["kind"] in ("Deployment", "StatefulSet")
+    }
 
 
 def _policies_for(manifests: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -77,10 +80,12 @@ def test_web_ingress_on_its_port() -> None:
 
 
 def test_external_redis_egress_by_port_to_any_address() -> None:
-    manifests = build_manifests(make_spec(
-        redis={"mode": "external", "url_secret": {"name": "shared-redis"}},
-        kubernetes={"external_redis_ports": [6380, 6379]},
-    ))
+    manifests = build_manifests(
+        make_spec(
+            redis={"mode": "external", "url_secret": {"name": "shared-redis"}},
+            kubernetes={"external_redis_ports": [6380, 6379]},
+        )
+    )
     names = [m["metadata"]["name"] for m in manifests if m["kind"] == "NetworkPolicy"]
     assert names == ["emails-default-deny", "emails-web", "emails-worker"]
     for name in ("emails-web", "emails-worker"):

@@ -33,7 +33,9 @@ class Mapped:
     def __init__(self, root: Path) -> None:
         self.port = free_port()
         self.paths = {
-            CONFIG_DIR: root / "config", DATA_DIR: root / "data", contract.SECRETS_MOUNT_DIR: root / "secrets",
+            CONFIG_DIR: root / "config",
+            DATA_DIR: root / "data",
+            contract.SECRETS_MOUNT_DIR: root / "secrets",
         }
         for path in self.paths.values():
             path.mkdir(parents=True)
@@ -78,14 +80,21 @@ def _start(command: list[str], probe: list[str], cwd: Path) -> subprocess.Popen[
 
 
 def _cli(mapped: Mapped, *args: str) -> str:
-    return subprocess.run(["redis-cli", "-p", str(mapped.port), *args], env={**os.environ, "REDISCLI_AUTH": PASSWORD},
-                          check=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    return subprocess.run(
+        ["redis-cli", "-p", str(mapped.port), *args],
+        env={**os.environ, "REDISCLI_AUTH": PASSWORD},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
 
 
 def test_redis_runs_the_rendered_config_with_the_password_from_the_file(redis_pod) -> None:
     mapped, proc, _, _ = redis_pod
-    unauthenticated = subprocess.run(["redis-cli", "-p", str(mapped.port), "ping"], capture_output=True, text=True,
-                                     timeout=10, check=False)
+    unauthenticated = subprocess.run(
+        ["redis-cli", "-p", str(mapped.port), "ping"], capture_output=True, text=True, timeout=10, check=False
+    )
     assert "NOAUTH" in unauthenticated.stdout + unauthenticated.stderr
     assert _cli(mapped, "ping") == "PONG"
     assert _cli(mapped, "config", "get", "maxmemory-policy").splitlines()[1] == "noeviction"

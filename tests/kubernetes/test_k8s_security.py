@@ -17,7 +17,9 @@ from tests.kubernetes.k8s_specs import all_variant_manifests, pod_templates
 MANIFESTS = all_variant_manifests()
 PODS = [(variant, ref, pod) for variant, manifests in MANIFESTS.items() for ref, pod in pod_templates(manifests)]
 # Anything that looks like a credential value: a password literal, a URL with userinfo, a long hex/base64 run.
-SECRETISH = re.compile(r'redis(s)?://[^\s/]*:[^\s@]+@|requirepass\s+[^\s\\"$]|[A-Fa-f0-9]{32,}|[A-Za-z0-9+/]{40,}={0,2}')
+SECRETISH = re.compile(
+    r'redis(s)?://[^\s/]*:[^\s@]+@|requirepass\s+[^\s\\"$]|[A-Fa-f0-9]{32,}|[A-Za-z0-9+/]{40,}={0,2}'
+)
 
 
 def test_every_variant_has_pods() -> None:

@@ -47,7 +47,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _kubernetes_validate(files: list[Path], version: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [_tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, *map(str, files)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -69,8 +72,9 @@ def test_schema_validator_rejects_an_unknown_field(tmp_path: Path) -> None:
 
 def test_prestop_sleep_needs_kubernetes_1_30_or_later(tmp_path: Path) -> None:
     """The web pod's preStop `sleep` action is unknown to 1.28's schema: the minimum version is real."""
-    web = next(m for m in build_manifests(make_spec()) if m["metadata"]["name"] == "emails-web"
-               and m["kind"] == "Deployment")
+    web = next(
+        m for m in build_manifests(make_spec()) if m["metadata"]["name"] == "emails-web" and m["kind"] == "Deployment"
+    )
     [path] = write_per_object([web], tmp_path)
     result = _kubernetes_validate([path], "1.28.0")
     assert result.returncode != 0 and "sleep" in result.stdout + result.stderr
@@ -79,7 +83,9 @@ def test_prestop_sleep_needs_kubernetes_1_30_or_later(tmp_path: Path) -> None:
 def _checkov_start(directory: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [_tool("checkov"), "--framework", "kubernetes", "--skip-download", "-o", "json", "-d", str(directory)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -151,7 +151,7 @@ class WorkerFactory:
             **{key: value for key, value in os.environ.items() if not key.startswith(INHERIT_NOT)},
             contract.ENV_REDIS_URL: self.redis_server.url,
             contract.ENV_QUEUES: queues,
-            contract.ENV_CONCURRENCY: str(concurrency),
+            contract.ENV_CONCURRENCY_PER_QUEUE: str(concurrency),
             contract.ENV_HEALTH_PORT: str(port),
             contract.ENV_STARTUP_TIMEOUT_SECONDS: "30",
             **(env or {}),

@@ -55,8 +55,8 @@ def test_redis_url_file_wins_over_redis_url(tmp_path: Path):
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({contract.ENV_CONCURRENCY: "0"}, contract.ENV_CONCURRENCY),
-        ({contract.ENV_CONCURRENCY: "ten"}, contract.ENV_CONCURRENCY),
+        ({contract.ENV_CONCURRENCY_PER_QUEUE: "0"}, contract.ENV_CONCURRENCY_PER_QUEUE),
+        ({contract.ENV_CONCURRENCY_PER_QUEUE: "ten"}, contract.ENV_CONCURRENCY_PER_QUEUE),
         ({contract.ENV_HEALTH_PORT: "70000"}, contract.ENV_HEALTH_PORT),
         ({contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: "-1"}, contract.ENV_SHUTDOWN_TIMEOUT_SECONDS),
         ({contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: "nan"}, contract.ENV_SHUTDOWN_TIMEOUT_SECONDS),
@@ -79,6 +79,13 @@ def test_invalid_values_name_the_variable_and_the_value(env: dict[str, str], var
     assert variable in message and "expected" in message and "\n" not in message
 
 
+def test_the_old_ambiguous_concurrency_name_is_refused_not_ignored():
+    with pytest.raises(SettingsError) as raised:
+        load_worker_settings({contract.LEGACY_ENV_CONCURRENCY: "10"})
+    assert raised.value.variable == contract.LEGACY_ENV_CONCURRENCY
+    assert contract.ENV_CONCURRENCY_PER_QUEUE in str(raised.value)
+
+
 def test_helpers_parse_and_bound():
     assert queues_from_env({contract.ENV_QUEUES: " emails ,, reports "}) == ["emails", "reports"]
     assert env_int({"X": " 7 "}, "X", 1, minimum=1, maximum=10) == 7
@@ -95,11 +102,11 @@ def test_password_is_not_echoed_in_url_errors():
 
 
 def test_invalid_environment_exits_2_with_one_line():
-    result = run_cli(env={contract.ENV_CONCURRENCY: "lots"})
+    result = run_cli(env={contract.ENV_CONCURRENCY_PER_QUEUE: "lots"})
     assert result.returncode == contract.EXIT_USAGE
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert contract.ENV_CONCURRENCY in lines[0] and "'lots'" in lines[0]
+    assert contract.ENV_CONCURRENCY_PER_QUEUE in lines[0] and "'lots'" in lines[0]
 
     result = run_cli(env={contract.ENV_HANDLERS: "no_such_module:HANDLERS"})
     assert result.returncode == contract.EXIT_USAGE

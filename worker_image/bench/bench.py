@@ -281,7 +281,7 @@ def killsafe_launch(extra_env: dict[str, str]) -> Callable[[str, str, int], Laun
         env = {
             contract.ENV_REDIS_URL: url,
             contract.ENV_QUEUES: queue_name,
-            contract.ENV_CONCURRENCY: str(concurrency),
+            contract.ENV_CONCURRENCY_PER_QUEUE: str(concurrency),
             contract.ENV_HEALTH_PORT: str(port),
             **extra_env,
         }

@@ -39,6 +39,7 @@ class WorkerSettings:
     redis_url: str
     queues: tuple[str, ...]
     concurrency: int
+    """Per queue (KILLSAFE_CONCURRENCY_PER_QUEUE): one bullmq Worker per queue, each this concurrent."""
     health_port: int
     shutdown_timeout_seconds: float
     lock_duration_ms: int
@@ -159,6 +160,20 @@ def log_level_from_env(environ: Mapping[str, str]) -> str:
     return level
 
 
+def concurrency_from_env(environ: Mapping[str, str]) -> int:
+    """Jobs in flight per queue. The old name is refused rather than ignored: a deployment still
+    setting it would otherwise run silently at the default concurrency."""
+    legacy = environ.get(contract.LEGACY_ENV_CONCURRENCY, "").strip()
+    if legacy:
+        raise SettingsError(
+            contract.LEGACY_ENV_CONCURRENCY,
+            legacy,
+            f"nothing: it was renamed {contract.ENV_CONCURRENCY_PER_QUEUE} (jobs in flight per queue; "
+            "a worker consuming N queues runs up to N x this many)",
+        )
+    return env_int(environ, contract.ENV_CONCURRENCY_PER_QUEUE, contract.DEFAULT_CONCURRENCY, minimum=1, maximum=1000)
+
+
 def load_worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
     """Validate every worker variable; raises SettingsError on the first bad one."""
     lock_duration_ms = env_int(
@@ -171,7 +186,7 @@ def load_worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
     return WorkerSettings(
         redis_url=redis_url_from_env(environ),
         queues=tuple(queues_from_env(environ)),
-        concurrency=env_int(environ, contract.ENV_CONCURRENCY, contract.DEFAULT_CONCURRENCY, minimum=1, maximum=1000),
+        concurrency=concurrency_from_env(environ),
         health_port=env_int(environ, contract.ENV_HEALTH_PORT, contract.HEALTH_PORT, minimum=1, maximum=65_535),
         shutdown_timeout_seconds=env_float(
             environ,

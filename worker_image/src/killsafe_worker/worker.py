@@ -3,7 +3,7 @@
 Lifecycle:
   start    health server up (live, not ready) -> Redis reachable within the startup timeout, or
            exit 1 -> one bullmq Worker per queue (adapter.py: B1-B5 fixed, O1) -> ready.
-  run      KILLSAFE_CONCURRENCY jobs at a time per queue; a probe every 2 s (reachability, eviction
+  run      KILLSAFE_CONCURRENCY_PER_QUEUE jobs at a time per queue; a probe every 2 s (reachability, eviction
            policy, queue counts, registration heartbeat) and a 1 s tick (loop lag, liveness,
            systemd watchdog), all on the processing loop.
   SIGTERM  stop claiming; in-flight jobs finish until KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS -> exit 0.

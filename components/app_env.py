@@ -1,0 +1,62 @@
+"""The environment the web and worker processes get, on every target, derived once from the spec.
+
+Targets differ only in where the Redis URL comes from: a mounted secret file (Kubernetes, a systemd
+credential) named by `REDIS_URL_FILE`, or an injected secret (ECS `secrets`) that arrives as
+`REDIS_URL` without ever being written into the task definition. No secret value is ever placed here.
+"""
+
+from __future__ import annotations
+
+from killsafe import contract
+from killsafe.budget import shutdown_budget, web_budget
+from killsafe.spec import WebSpec, WorkloadSpec
+
+
+def shared_env(spec: WorkloadSpec, redis_url_file: str | None) -> dict[str, str]:
+    """What web and worker both need: where the Redis URL is, the queues and their key prefix."""
+    env: dict[str, str] = {}
+    if redis_url_file is not None:
+        env[contract.ENV_REDIS_URL_FILE] = redis_url_file
+    env[contract.ENV_QUEUES] = ",".join(spec.worker.queues)
+    env[contract.ENV_KEY_PREFIX] = spec.redis.key_prefix
+    env[contract.ENV_STARTUP_TIMEOUT_SECONDS] = str(contract.DEFAULT_STARTUP_TIMEOUT_SECONDS)
+    return env
+
+
+def worker_env(spec: WorkloadSpec, redis_url_file: str | None) -> dict[str, str]:
+    """The budget the worker enforces on itself; it must agree with the platform's kill deadline."""
+    worker = spec.worker
+    budget = shutdown_budget(worker)
+    own = {
+        **shared_env(spec, redis_url_file),
+        contract.ENV_CONCURRENCY_PER_QUEUE: str(worker.concurrency_per_queue),
+        contract.ENV_HEALTH_PORT: str(worker.health_port),
+        contract.ENV_MAX_JOB_SECONDS: str(budget.max_job_seconds),
+        contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: str(budget.drain_deadline_seconds),
+        contract.ENV_LOCK_DURATION_MS: str(budget.lock_duration_ms),
+        contract.ENV_STALLED_INTERVAL_MS: str(budget.stalled_interval_ms),
+        contract.ENV_LIVENESS_STALL_SECONDS: str(budget.liveness_stall_seconds),
+    }
+    return with_user_env(spec, own)
+
+
+def web_tier(spec: WorkloadSpec) -> WebSpec:
+    if spec.web is None:
+        raise ValueError(f"workload {spec.name} has no web tier; callers check spec.web first")
+    return spec.web
+
+
+def web_env(spec: WorkloadSpec, redis_url_file: str | None) -> dict[str, str]:
+    web = web_tier(spec)
+    own = {
+        **shared_env(spec, redis_url_file),
+        contract.ENV_WEB_PORT: str(web.port),
+        contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: str(web_budget(web).request_drain_seconds),
+    }
+    return with_user_env(spec, own)
+
+
+def with_user_env(spec: WorkloadSpec, own: dict[str, str]) -> dict[str, str]:
+    """killsafe's variables first, then the spec's plain env (sorted; reserved names are rejected
+    by the spec, so nothing here is overridden)."""
+    return {**own, **{name: spec.env[name] for name in sorted(spec.env)}}
