@@ -69,7 +69,7 @@ def _stop_timeout(spec: WorkloadSpec, requests: list[AwsRequest]) -> Iterator[Fi
     if not workers:
         yield Finding("KS001", "RegisterTaskDefinition/?", "no task definition with a container named worker")
     for task in workers:
-        for c in _containers(task):
+        for c in (c for c in _containers(task) if c.get("name") == "worker"):
             stop = c.get("stopTimeout")
             if not isinstance(stop, int):
                 yield Finding(

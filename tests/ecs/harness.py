@@ -8,6 +8,7 @@ child's name so a test can predict them (`mock_value`): `arn:mock:<child>`, `<ch
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
@@ -107,3 +108,23 @@ def ref_lookup(run: Run, component: str) -> Any:
         return mock_value(name, snake_to_camel(ref.attribute), child(run, name).inputs)
 
     return lookup
+
+
+VARIANTS: dict[str, Callable[[], WorkloadSpec]] = {
+    "example stack": ecs_spec,
+    "worker only, existing cluster, external redis": lambda: ecs_spec(
+        web=None,
+        ecs__load_balancer=None,
+        ecs__cluster_arn="arn:aws:ecs:eu-west-1:123456789012:cluster/platform",
+        redis={
+            "mode": "external",
+            "url_secret": {"name": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:q-AbCdEf"},
+        },
+        ecs__secrets_kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-1111-2222-3333-444455556666",
+        image="ghcr.io/acme/emails:1.4.2",
+    ),
+    "web without a load balancer, no replicas": lambda: ecs_spec(
+        ecs__load_balancer=None, ecs__elasticache={"replicas": 0}, ecs__container_insights=False
+    ),
+}
+"""Spec shapes every request-level test runs over: all the opt-outs and both Redis modes."""

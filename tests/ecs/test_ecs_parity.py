@@ -19,8 +19,7 @@ from killsafe.ecs import build
 from killsafe.ecs.component import EcsWorkload
 from killsafe.ecs.network import DEFAULT_EGRESS
 from killsafe.ecs.requests import resolve
-from killsafe.spec import WorkloadSpec
-from tests.ecs.harness import aws_children, ecs_spec, ref_lookup, run_aws
+from tests.ecs.harness import VARIANTS, aws_children, ecs_spec, ref_lookup, run_aws
 from tests.kubernetes.test_component import Registration, wire_json
 
 Request = tuple[str, str, dict[str, Any]]
@@ -300,25 +299,6 @@ def _sorted_tags(value: Any) -> Any:
     if isinstance(value, list):
         return [_sorted_tags(v) for v in value]
     return value
-
-
-VARIANTS: dict[str, Callable[[], WorkloadSpec]] = {
-    "example stack": ecs_spec,
-    "worker only, existing cluster, external redis": lambda: ecs_spec(
-        web=None,
-        ecs__load_balancer=None,
-        ecs__cluster_arn="arn:aws:ecs:eu-west-1:123456789012:cluster/platform",
-        redis={
-            "mode": "external",
-            "url_secret": {"name": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:q-AbCdEf"},
-        },
-        ecs__secrets_kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-1111-2222-3333-444455556666",
-        image="ghcr.io/acme/emails:1.4.2",
-    ),
-    "web without a load balancer, no replicas": lambda: ecs_spec(
-        ecs__load_balancer=None, ecs__elasticache={"replicas": 0}, ecs__container_insights=False
-    ),
-}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
