@@ -453,14 +453,16 @@ def _fits_ecs(workload: WorkloadSpec) -> None:
     from killsafe.ecs.fargate import NoFargateSize, cpu_units, fargate_task_size
 
     ecs = workload.ecs
-    for field, value, example in (
+    for required, present, example in (
         ("region", ecs.region, "eu-west-1"),
         ("vpc_id", ecs.vpc_id, "vpc-0123456789abcdef0"),
         ("subnets", ecs.subnets, "[subnet-0123456789abcdef0, subnet-0fedcba9876543210]"),
     ):
-        if value is None:
+        if present is None:
             raise FieldError(
-                ("workload", "ecs", field), MISSING, f"is required with target ecs; add it, e.g. {field}: {example}"
+                ("workload", "ecs", required),
+                MISSING,
+                f"is required with target ecs; add it, e.g. {required}: {example}",
             )
     tiers: list[tuple[str, int, int]] = [("worker", workload.worker.cpu_millicores, workload.worker.memory_mib)]
     if workload.web is not None:

@@ -22,7 +22,6 @@ region and the resources' region cannot disagree.
 from __future__ import annotations
 
 import enum
-import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ from killsafe.budget import shutdown_budget, web_budget
 from killsafe.config import parse_stack_config
 from killsafe.ecs import build
 from killsafe.ecs.network import DEFAULT_EGRESS
-from killsafe.ecs.redis import AUTH_TOKEN, AUTH_TOKEN_LENGTH
+from killsafe.ecs.redis import AUTH_TOKEN, AUTH_TOKEN_LENGTH, redis_secret_arn
 from killsafe.ecs.requests import ACCOUNT, AwsRequest, Json, Ref, Sub, encode_json
 from killsafe.ecs.services import CLUSTER
 from killsafe.spec import WorkloadSpec
@@ -407,7 +406,6 @@ def translation(request: AwsRequest) -> Translation:
     return found
 
 
-@functools.cache
 def _regional(resource_class: type[pulumi.CustomResource]) -> bool:
     """pulumi-aws 7 takes a per-resource `region` on everything but global services (IAM)."""
     return "region" in inspect.signature(resource_class._internal_init).parameters  # type: ignore[attr-defined]
@@ -475,7 +473,7 @@ class EcsWorkload(pulumi.ComponentResource):
             self._output(Ref("web-service", "name")) if spec.web is not None else pulumi.Output.from_input(None)
         )
         self.log_group_name = self._output(Ref("log-group", "name"))
-        secret = build.redis.redis_secret_arn(spec)
+        secret = redis_secret_arn(spec)
         self.redis_secret_arn = self._output(secret) if isinstance(secret, Ref) else pulumi.Output.from_input(secret)
         worker_budget = shutdown_budget(spec.worker)
         budget: dict[str, Any] = asdict(worker_budget)
