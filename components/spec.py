@@ -269,8 +269,10 @@ class EcsLoadBalancerSpec(Strict):
 
 
 class ElastiCacheSpec(Strict):
-    """The ElastiCache replication group for redis mode elasticache (cluster mode disabled: BullMQ's scripts
-    touch several keys of a queue at once)."""
+    """The ElastiCache replication group of redis mode elasticache (cluster mode disabled, for BullMQ).
+
+    BullMQ's scripts touch several keys of a queue at once, which cluster mode would split over shards.
+    """
 
     node_type: Annotated[str, StringConstraints(pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")] = Field(
         default="cache.t4g.small", description="node type of the primary and each replica"

@@ -209,3 +209,10 @@ def test_a_kubernetes_stack_rendered_for_ecs_names_what_it_lacks(tmp_path: Path)
         "drain_margin_seconds (20) = 140 s exceeds ECS Fargate's 120 s stopTimeout"
     ) in result.stderr
     assert not tmp_path.joinpath("ecs").exists()
+
+
+def test_check_names_a_file_it_cannot_read_back(tmp_path: Path) -> None:
+    (tmp_path / "notes.json").write_text("{}")
+    result = run("check", "--stack", "ecs", "--manifests", str(tmp_path))
+    assert result.returncode == 2
+    assert f"error: {tmp_path}/notes.json: 'notes' is not <index>-<key>.<service>.<Operation>" in result.stderr
