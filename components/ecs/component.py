@@ -24,14 +24,14 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random
 
-from killsafe.budget import shutdown_budget, web_budget
+from killsafe.budget import budget_summary
 from killsafe.config import parse_stack_config
 from killsafe.ecs import build
 from killsafe.ecs.network import DEFAULT_EGRESS
@@ -475,12 +475,7 @@ class EcsWorkload(pulumi.ComponentResource):
         self.log_group_name = self._output(Ref("log-group", "name"))
         secret = redis_secret_arn(spec)
         self.redis_secret_arn = self._output(secret) if isinstance(secret, Ref) else pulumi.Output.from_input(secret)
-        worker_budget = shutdown_budget(spec.worker)
-        budget: dict[str, Any] = asdict(worker_budget)
-        budget["rerun_after_kill_seconds"] = worker_budget.rerun_after_kill_seconds
-        if spec.web is not None:
-            budget["web"] = asdict(web_budget(spec.web))
-        self.shutdown_budget = budget
+        self.shutdown_budget = budget_summary(spec)
         self.register_outputs(
             {
                 "cluster_arn": self.cluster_arn,

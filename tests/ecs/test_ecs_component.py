@@ -21,9 +21,9 @@ from tests.ecs.harness import (
     MOCK_ACCOUNT,
     MOCK_TOKEN,
     RANDOM_PASSWORD_TYPE,
+    VARIANTS,
     aws_children,
     child,
-    ecs_spec,
     run_aws,
     stack_config,
 )
@@ -176,15 +176,7 @@ def test_a_provider_given_to_the_component_reaches_every_aws_child(how: str) -> 
 
 
 def test_opt_outs_create_nothing_of_theirs() -> None:
-    spec = ecs_spec(
-        web=None,
-        ecs__load_balancer=None,
-        ecs__cluster_arn="arn:aws:ecs:eu-west-1:123456789012:cluster/platform",
-        redis={
-            "mode": "external",
-            "url_secret": {"name": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:q-AbCdEf"},
-        },
-    )
+    spec = VARIANTS["worker only, existing cluster, external redis"]()
     run = run_aws(lambda: EcsWorkload("emails", spec))
     assert run.error is None, run.error
     types = {c.type for c in run.monitor.registrations}

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import runpy
-
 import pulumi
 
 from killsafe.config import load_stack
 from killsafe.ecs import build
 from tests.ecs.harness import AwsMocks, aws_children
-from tests.kubernetes.test_component import STACKS, run_under_mocks
-from tests.kubernetes.test_component_program import as_pulumi_passes_it, run_program, stack_config
+from tests.kubernetes.test_component import STACKS
+from tests.kubernetes.test_component_program import run_program, stack_config
 
 
 def test_pulumi_up_of_the_ecs_stack_creates_the_workload_and_exports() -> None:
-    exports: dict[str, object] = {}
-
-    def program() -> object:
-        runpy.run_path(str(STACKS), run_name="__main__")
-        root = pulumi.runtime.get_root_resource()
-        assert root is not None
-        return pulumi.Output.all(**root.outputs).apply(exports.update)  # type: ignore[attr-defined]
-
-    run = run_under_mocks(program, stack="ecs", config=as_pulumi_passes_it(stack_config("ecs")), mocks=AwsMocks())
+    run, exports = run_program("ecs", stack_config("ecs"), mocks=AwsMocks())
     assert run.error is None, run.error
     (component,) = run.monitor.of_type("killsafe:ecs:Workload")
     assert component.name == "emails"
