@@ -259,3 +259,20 @@ def test_long_names_fit_aws_limits_and_stay_unique() -> None:
     assert _of(other, "CreateTargetGroup")[0]["Name"] != group["Name"]
     digit = ecs_spec(name="9lives")
     assert REPLICATION_GROUP_ID.match(_of(digit, "CreateReplicationGroup")[0]["ReplicationGroupId"])
+
+
+def test_json_lines_stay_one_log_event_each() -> None:
+    spec = ecs_spec()
+    for tier in ("web", "worker"):
+        assert _container(spec, tier)["logConfiguration"] == {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": "/ecs/emails",
+                "awslogs-region": "eu-west-1",
+                "awslogs-stream-prefix": tier,
+                "mode": "non-blocking",
+                "max-buffer-size": "25m",
+            },
+        }, "no awslogs-multiline-pattern or awslogs-datetime-format: they would join lines"
+    (retention,) = _of(spec, "PutRetentionPolicy")
+    assert retention == {"logGroupName": "/ecs/emails", "retentionInDays": 30}
