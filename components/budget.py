@@ -15,10 +15,11 @@ longest job: a job claimed just before SIGTERM still finishes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from killsafe import contract
-from killsafe.spec import WebSpec, WorkerSpec
+from killsafe.spec import WebSpec, WorkerSpec, WorkloadSpec
 
 STOP_RESERVE_SECONDS = 5
 """Time the worker keeps, after its drain deadline, to hand jobs back and close connections."""
@@ -74,3 +75,13 @@ def web_budget(web: WebSpec) -> WebBudget:
         request_drain_seconds=web.max_request_seconds,
         kill_deadline_seconds=web.prestop_seconds + web.max_request_seconds + WEB_STOP_RESERVE_SECONDS,
     )
+
+
+def budget_summary(spec: WorkloadSpec) -> dict[str, Any]:
+    """Every deadline of the workload as plain data (a component's `shutdown_budget` output)."""
+    worker = shutdown_budget(spec.worker)
+    summary: dict[str, Any] = asdict(worker)
+    summary["rerun_after_kill_seconds"] = worker.rerun_after_kill_seconds
+    if spec.web is not None:
+        summary["web"] = asdict(web_budget(spec.web))
+    return summary

@@ -121,7 +121,10 @@ def check_command(
         raise _fail(f"error: {exc}") from None
     if manifests is not None and not manifests.is_dir():
         raise _fail(f"error: --manifests {manifests} is not a folder")
-    objects = target.read_rendered(manifests) if manifests else target.objects(config)
+    try:
+        objects = target.read_rendered(manifests) if manifests else target.objects(config)
+    except RenderError as exc:
+        raise _fail(f"error: {exc}") from None
     findings = target.rules.run(config.workload, objects)
     for finding in findings:
         typer.echo(str(finding))

@@ -231,8 +231,127 @@ class KubernetesSpec(Strict):
     )
 
 
+AwsRegion = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")]
+VpcId = Annotated[str, StringConstraints(pattern=r"^vpc-[0-9a-f]{8,17}$")]
+SubnetId = Annotated[str, StringConstraints(pattern=r"^subnet-[0-9a-f]{8,17}$")]
+SecurityGroupId = Annotated[str, StringConstraints(pattern=r"^sg-[0-9a-f]{8,17}$")]
+Arn = Annotated[
+    str, StringConstraints(pattern=r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:[0-9]{0,12}:.+$", max_length=2048)
+]
+
+CLOUDWATCH_LOG_RETENTION_DAYS: tuple[int, ...] = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+"""The only values CloudWatch Logs' PutRetentionPolicy accepts (botocore's model does not list them)."""
+
+
+class EcsLoadBalancerSpec(Strict):
+    """Put the web service behind an existing Application Load Balancer listener."""
+
+    listener_arn: Arn = Field(
+        description="the ALB listener (usually HTTPS :443) that forwards to the web tasks; killsafe adds a rule "
+        "and a target group",
+        examples=[
+            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/edge/0123456789abcdef/0123456789abcdef"
+        ],
+    )
+    security_group_id: SecurityGroupId = Field(
+        description="the ALB's security group: the only source the web tasks accept traffic from",
+        examples=["sg-0123456789abcdef0"],
+    )
+    priority: int = Field(default=100, ge=1, le=50_000, description="listener rule priority (unique per listener)")
+    path_patterns: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=128)]], Field(min_length=1)
+    ] = Field(default_factory=lambda: ["/*"], description="listener rule path patterns routed to the web tier")
+    host_headers: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list, description="listener rule host names (none: any host)"
+    )
+
+
+class ElastiCacheSpec(Strict):
+    """The ElastiCache replication group of redis mode elasticache (cluster mode disabled, for BullMQ).
+
+    BullMQ's scripts touch several keys of a queue at once, which cluster mode would split over shards.
+    """
+
+    node_type: Annotated[str, StringConstraints(pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")] = Field(
+        default="cache.t4g.small", description="node type of the primary and each replica"
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="read replicas; > 0 turns on automatic failover and Multi-AZ (0: a node failure loses the queue)",
+    )
+    engine_version: Annotated[str, StringConstraints(pattern=r"^7\.[0-9]+$")] = Field(
+        default="7.1", description="Redis OSS engine version (parameter group family redis7)"
+    )
+    snapshot_retention_days: int = Field(default=7, ge=0, le=35, description="daily snapshots kept (0: none)")
+
+
 class EcsSpec(Strict):
     """ECS Fargate-only settings."""
+
+    region: AwsRegion | None = Field(
+        default=None,
+        description="AWS region of every resource (required with target ecs)",
+        examples=["eu-west-1"],
+    )
+    cluster_arn: Arn | None = Field(
+        default=None, description="run in this existing ECS cluster instead of creating one named after the workload"
+    )
+    container_insights: bool = Field(default=True, description="CloudWatch Container Insights on a created cluster")
+    vpc_id: VpcId | None = Field(
+        default=None, description="VPC of the subnets (required with target ecs)", examples=["vpc-0123456789abcdef0"]
+    )
+    subnets: list[SubnetId] | None = Field(
+        default=None,
+        description="private subnets the tasks (and ElastiCache) run in, two or more in different Availability "
+        "Zones; tasks get no public IP (required with target ecs)",
+        examples=[["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]],
+    )
+    load_balancer: EcsLoadBalancerSpec | None = Field(
+        default=None, description="put the web service behind this ALB listener (omit: no load balancer)"
+    )
+    log_retention_days: int = Field(
+        default=30, description="CloudWatch Logs retention of the tasks' log group (a value CloudWatch accepts)"
+    )
+    cpu_architecture: Literal["X86_64", "ARM64"] = Field(default="X86_64", description="CPU architecture of the image")
+    elasticache: ElastiCacheSpec = Field(default_factory=ElastiCacheSpec)
+    external_redis_ports: Annotated[list[Annotated[int, Field(ge=1, le=65_535)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [contract.REDIS_PORT],
+        description="redis mode external: TCP ports the tasks' security groups may reach (any address)",
+    )
+    secrets_kms_key_arn: Arn | None = Field(
+        default=None,
+        description="customer-managed KMS key of the Redis URL secret, if any (the execution role may decrypt with it)",
+    )
+
+    @field_validator("subnets")
+    @classmethod
+    def _some_subnets(cls, subnets: list[str] | None) -> list[str] | None:
+        if subnets is None:
+            return None
+        if not subnets:
+            raise ValueError(
+                "lists no subnet; list the private subnets the tasks run in (two in different Availability Zones), "
+                "e.g. subnets: [subnet-0123456789abcdef0, subnet-0fedcba9876543210]"
+            )
+        duplicates = sorted({s for s in subnets if subnets.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"subnet {duplicates[0]} is listed twice; list each subnet once")
+        return subnets
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _known_retention(cls, days: int) -> int:
+        if days not in CLOUDWATCH_LOG_RETENTION_DAYS:
+            closest = min(CLOUDWATCH_LOG_RETENTION_DAYS, key=lambda allowed: (abs(allowed - days), allowed))
+            raise ValueError(
+                f"is not a retention CloudWatch Logs accepts; use {closest} or another of "
+                f"{', '.join(str(d) for d in CLOUDWATCH_LOG_RETENTION_DAYS)}"
+            )
+        return days
 
 
 class SystemdSpec(Strict):
@@ -324,7 +443,75 @@ class StackConfig(Strict):
                     f"ECS Fargate's {FARGATE_MAX_STOP_TIMEOUT_SECONDS} s stopTimeout; shorten jobs or "
                     "checkpoint them, or deploy this worker to Kubernetes",
                 )
+            _fits_ecs(self.workload)
         return self
+
+
+SECRETS_MANAGER_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$")
+
+
+def _fits_ecs(workload: WorkloadSpec) -> None:
+    """What ECS Fargate needs beyond the target-neutral spec; each error names its field."""
+    from killsafe.ecs.fargate import NoFargateSize, cpu_units, fargate_task_size
+
+    ecs = workload.ecs
+    for required, present, example in (
+        ("region", ecs.region, "eu-west-1"),
+        ("vpc_id", ecs.vpc_id, "vpc-0123456789abcdef0"),
+        ("subnets", ecs.subnets, "[subnet-0123456789abcdef0, subnet-0fedcba9876543210]"),
+    ):
+        if present is None:
+            raise FieldError(
+                ("workload", "ecs", required),
+                MISSING,
+                f"is required with target ecs; add it, e.g. {required}: {example}",
+            )
+    tiers: list[tuple[str, int, int]] = [("worker", workload.worker.cpu_millicores, workload.worker.memory_mib)]
+    if workload.web is not None:
+        tiers.insert(0, ("web", workload.web.cpu_millicores, workload.web.memory_mib))
+    for tier, millicores, memory in tiers:
+        try:
+            fargate_task_size(cpu_units(millicores), memory)
+        except NoFargateSize as err:
+            field, value = ("memory_mib", memory) if "MiB" in str(err) else ("cpu_millicores", millicores)
+            raise FieldError(
+                ("workload", tier, field),
+                value,
+                f"fits no Fargate task size: {err}; lower {field} or deploy to Kubernetes",
+            ) from None
+    if workload.web is not None:
+        from killsafe.budget import web_budget
+
+        grace = web_budget(workload.web).kill_deadline_seconds
+        if grace > FARGATE_MAX_STOP_TIMEOUT_SECONDS:
+            raise FieldError(
+                ("workload", "web", "max_request_seconds"),
+                workload.web.max_request_seconds,
+                f"plus prestop_seconds ({workload.web.prestop_seconds}) and a 5 s reserve = {grace} s exceeds "
+                f"ECS Fargate's {FARGATE_MAX_STOP_TIMEOUT_SECONDS} s stopTimeout; shorten requests",
+            )
+    elif ecs.load_balancer is not None:
+        raise FieldError(
+            ("workload", "ecs", "load_balancer"),
+            ecs.load_balancer.model_dump(),
+            "routes to the web tier, but the workload has none; remove load_balancer or add web",
+        )
+    redis = workload.redis
+    if redis.mode == "elasticache" and ecs.elasticache.replicas > 0 and len(ecs.subnets or ()) < 2:
+        raise FieldError(
+            ("workload", "ecs", "subnets"),
+            ecs.subnets,
+            f"is one subnet, but elasticache.replicas {ecs.elasticache.replicas} means Multi-AZ, which needs subnets "
+            "in two Availability Zones; list a second subnet or set elasticache.replicas: 0",
+        )
+    if redis.url_secret is not None and not SECRETS_MANAGER_ARN.match(redis.url_secret.name):
+        raise FieldError(
+            ("workload", "redis", "url_secret", "name"),
+            redis.url_secret.name,
+            "is not a Secrets Manager secret ARN; on target ecs give the secret's full ARN "
+            "(arn:aws:secretsmanager:<region>:<account>:secret:<name>-AbCdEf), a JSON secret whose key "
+            f"{redis.url_secret.key!r} holds the Redis URL, so only that secret is readable by the tasks",
+        )
 
 
 class _Missing:

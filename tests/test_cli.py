@@ -62,10 +62,10 @@ def test_rerender_replaces_stale_files_but_never_foreign_ones(tmp_path: Path) ->
 
 
 def test_render_for_an_unimplemented_target_writes_nothing(tmp_path: Path) -> None:
-    result = run("render", "--stack", "dev", "--out", str(tmp_path), "--target", "ecs")
+    result = run("render", "--stack", "dev", "--out", str(tmp_path), "--target", "systemd")
     assert result.returncode == 2
-    assert "target ecs is not implemented yet" in result.stderr
-    assert not tmp_path.joinpath("ecs").exists() and not tmp_path.joinpath("kubernetes").exists()
+    assert "target systemd is not implemented yet" in result.stderr
+    assert not tmp_path.joinpath("systemd").exists() and not tmp_path.joinpath("kubernetes").exists()
     bogus = run("render", "--stack", "dev", "--out", str(tmp_path), "--target", "nomad")
     assert bogus.returncode == 2 and "--target nomad is not one of kubernetes, ecs, systemd" in bogus.stderr
 

@@ -66,8 +66,8 @@ class EchoMocks(pulumi.runtime.Mocks):
 class RecordingMonitor(mocks.MockMonitor):
     """The stock mock monitor, plus a log of every registration and every registered output map."""
 
-    def __init__(self) -> None:
-        super().__init__(EchoMocks())
+    def __init__(self, mocks: pulumi.runtime.Mocks | None = None) -> None:
+        super().__init__(mocks or EchoMocks())
         self.registrations: list[Registration] = []
         self.outputs: dict[str, dict[str, Any]] = {}
 
@@ -109,17 +109,25 @@ class Run:
     error: BaseException | None = None
 
 
-def run_under_mocks(program: Callable[[], Any], *, stack: str = "test", config: dict[str, str] | None = None) -> Run:
+def run_under_mocks(
+    program: Callable[[], Any],
+    *,
+    stack: str = "test",
+    config: dict[str, str] | None = None,
+    mocks: pulumi.runtime.Mocks | None = None,
+) -> Run:
     """Run `program` as a Pulumi program on a fresh mocked engine and wait for every registration.
 
     The Pulumi runtime keeps its settings, config and root stack in context variables: running in a
     copied context leaves other tests' mocks untouched. An exception from the program is returned
     (not raised) after the engine settles, so a test can assert the error and that nothing was created.
     """
-    return contextvars.copy_context().run(_run_isolated, program, stack, config or {})
+    return contextvars.copy_context().run(_run_isolated, program, stack, config or {}, mocks)
 
 
-def _run_isolated(program: Callable[[], Any], stack: str, config: dict[str, str]) -> Run:
+def _run_isolated(
+    program: Callable[[], Any], stack: str, config: dict[str, str], mocks: pulumi.runtime.Mocks | None = None
+) -> Run:
     # The Pulumi SDK (set_mocks registering the Stack, runtime.test driving the program) uses
     # asyncio.get_event_loop(); after any asyncio.run() elsewhere in the session there is none, so
     # each mocked run gets, and closes, a loop of its own.
@@ -127,7 +135,7 @@ def _run_isolated(program: Callable[[], Any], stack: str, config: dict[str, str]
     asyncio.set_event_loop(loop)
     pulumi.runtime.reset_options(project="killsafe", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config, [])
-    monitor = RecordingMonitor()
+    monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(monitor.mocks, project="killsafe", stack=stack, preview=False, monitor=monitor)
     run = Run(monitor)
 
