@@ -120,6 +120,12 @@ KINDS: dict[tuple[str, str], KindMapping] = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): _custom_resource(
         "monitoring.coreos.com/v1", "PrometheusRule", Stage.SETUP
     ),
+    ("monitoring.coreos.com/v1", "PodMonitor"): _custom_resource("monitoring.coreos.com/v1", "PodMonitor", Stage.SETUP),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): _custom_resource(
+        "keda.sh/v1alpha1", "TriggerAuthentication", Stage.SETUP
+    ),
+    # After the Deployment it scales (and after the Redis credentials Secret it reads).
+    ("keda.sh/v1alpha1", "ScaledObject"): _custom_resource("keda.sh/v1alpha1", "ScaledObject", Stage.WORKLOAD),
 }
 """(apiVersion, kind) -> resource. Extend here when the builder emits a new kind."""
 
