@@ -10,7 +10,6 @@ the operator's CRDs), `kubernetes.grafana_dashboard: false`, `alerts.enabled: fa
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from killsafe import contract
@@ -38,7 +37,7 @@ def job_label(namespace: str, pod_monitor: str) -> str:
 def selectors(spec: WorkloadSpec) -> Selectors:
     """Where each source's series are on Kubernetes."""
     ns = spec.kubernetes.namespace
-    worker = worker_name(spec)
+    worker = worker_name(spec)  # a DNS label: no regex metacharacter but '-', literal outside brackets
     redis: str | None = None
     if spec.redis.exporter.enabled:
         redis = matchers(namespace=ns, job=job_label(ns, exporter_name(spec)))
@@ -50,7 +49,7 @@ def selectors(spec: WorkloadSpec) -> Selectors:
     return Selectors(
         worker=matchers(namespace=ns, job=job_label(ns, worker)),
         expected_workers=expected,
-        kube_state=f'namespace="{ns}",pod=~"{re.escape(worker)}-[a-z0-9]+-[a-z0-9]+",container="worker"',
+        kube_state=f'namespace="{ns}",pod=~"{worker}-[a-z0-9]+-[a-z0-9]+",container="worker"',
         redis=redis,
     )
 
