@@ -437,7 +437,7 @@ def _error(workload_overrides: dict[str, Any]) -> str:
                 "redis": {"mode": "external", "url_secret": {"name": "r"}},
                 "worker": {"autoscaling": {"max_replicas": 5}},
             },
-            "killsafe:workload.kubernetes.keda_redis_secret: is required for worker.autoscaling with redis mode external",
+            "killsafe:workload.kubernetes.keda_redis_secret: is required for worker.autoscaling with redis mode",
         ),
         ({"alerts": {"labels": {"severity": "page"}}}, "killsafe:workload.alerts.labels: "),
         ({"alerts": {"redis_memory_percent": 100}}, "killsafe:workload.alerts.redis_memory_percent: 100 must be <= 99"),
