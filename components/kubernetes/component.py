@@ -124,7 +124,8 @@ KINDS: dict[tuple[str, str], KindMapping] = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"): _custom_resource(
         "keda.sh/v1alpha1", "TriggerAuthentication", Stage.SETUP
     ),
-    # After the Deployment it scales (and after the Redis credentials Secret it reads).
+    # With the pods, after the TriggerAuthentication and the Redis Secret it reads (KEDA waits for the
+    # Deployment it scales if that is still being created).
     ("keda.sh/v1alpha1", "ScaledObject"): _custom_resource("keda.sh/v1alpha1", "ScaledObject", Stage.WORKLOAD),
 }
 """(apiVersion, kind) -> resource. Extend here when the builder emits a new kind."""

@@ -47,8 +47,8 @@ class Condition:
     resets of restarted processes handled), `growth` (value now minus value `window_seconds` ago),
     `present` (the series existed `window_seconds` ago: the source has been watched that long).
     `combine`: how the series of several replicas or processes become one number per `group_by`
-    (`max` for gauges every replica reports alike, `sum` for per-process counters, `count` of series
-    that pass `labels`, `ratio` of `metric` over `divisor`).
+    (`max` for gauges every replica reports alike, `sum` for per-process counters, `count` of the
+    series whose value is 1 (a per-process boolean gauge), `ratio` of `metric` over `divisor`).
     """
 
     metric: str
@@ -259,7 +259,6 @@ def _worker_alerts(spec: WorkloadSpec, timing: AlertTiming, selectors: Selectors
                     "count",
                     "<",
                     spec.worker.min_workers,
-                    labels={"value": ("1",)},
                     compare_to="desired_workers" if selectors.expected_workers is not None else None,
                 ),
             ),
