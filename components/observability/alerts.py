@@ -268,9 +268,9 @@ def _worker_alerts(spec: WorkloadSpec, timing: AlertTiming, selectors: Selectors
         Alert(
             name="FailedJobsHigh",
             severity="warning",
-            summary="Queue {queue}: {value} job attempts failed in the last " + _human(timing.event_window_seconds),
-            description=f"More than {t.failed_jobs_per_hour} job attempts failed in queue {{queue}} in the "
-            f"last {_human(timing.event_window_seconds)} (alerts.failed_jobs_per_hour).",
+            summary="Queue {queue}: {value} job attempts failed in " + _last(timing.event_window_seconds),
+            description=f"More than {t.failed_jobs_per_hour} job attempts failed in queue {{queue}} in "
+            f"{_last(timing.event_window_seconds)} (alerts.failed_jobs_per_hour).",
             first_action="list the failures with `killsafe-worker dlq list --queue {queue}` and read the "
             "most common failedReason; retry with `dlq retry` once the cause is fixed",
             source="worker",
@@ -321,7 +321,7 @@ def _worker_alerts(spec: WorkloadSpec, timing: AlertTiming, selectors: Selectors
             severity="warning",
             summary="Queue {queue}: {value} jobs interrupted ({reason})",
             description=f"More than {t.interrupted_jobs_per_hour} jobs of queue {{queue}} were stopped "
-            f"before they finished in the last {_human(timing.event_window_seconds)}, reason {{reason}}: "
+            f"before they finished in {_last(timing.event_window_seconds)}, reason {{reason}}: "
             "shutdown_deadline means the drain budget is shorter than the jobs; child_crashed/child_oom "
             "a job's child process died; lock_lost a worker froze past its lock.",
             first_action="for shutdown_deadline raise worker.max_job_seconds or drain_margin_seconds (or make "
@@ -347,8 +347,8 @@ def _worker_alerts(spec: WorkloadSpec, timing: AlertTiming, selectors: Selectors
             severity="warning",
             summary="Queue {queue}: {value} job attempts stopped at max_job_seconds",
             description=f"More than {t.timed_out_jobs_per_hour} job attempts of queue {{queue}} ran past "
-            f"worker.max_job_seconds ({spec.worker.max_job_seconds} s) in the last "
-            f"{_human(timing.event_window_seconds)} and were stopped (reason timeout).",
+            f"worker.max_job_seconds ({spec.worker.max_job_seconds} s) in "
+            f"{_last(timing.event_window_seconds)} and were stopped (reason timeout).",
             first_action="find the slow jobs in the worker logs (reason timeout) and either fix the handler "
             "or raise worker.max_job_seconds (the whole shutdown budget follows)",
             source="worker",
@@ -380,7 +380,7 @@ def _kube_state_alerts(spec: WorkloadSpec, timing: AlertTiming, k: str) -> list[
         Alert(
             name="WorkerRestarting",
             severity="warning",
-            summary="Worker pod {pod} restarted {value} times in the last " + _human(timing.event_window_seconds),
+            summary="Worker pod {pod} restarted {value} times in " + _last(timing.event_window_seconds),
             description=f"A worker container restarted more than {t.restarts_per_hour} times in "
             f"{_human(timing.event_window_seconds)} (alerts.restarts_per_hour): it crashes, fails its "
             "liveness probe or is OOM-killed. Each restart interrupts its jobs (they re-run after the lock expires).",
@@ -407,7 +407,7 @@ def _kube_state_alerts(spec: WorkloadSpec, timing: AlertTiming, k: str) -> list[
             severity="warning",
             summary="Worker pod {pod} was OOM-killed",
             description="A worker container was killed for exceeding its memory limit "
-            f"({spec.worker.memory_mib} MiB) in the last {_human(timing.oom_window_seconds)}. On cgroup v2 the "
+            f"({spec.worker.memory_mib} MiB) in {_last(timing.oom_window_seconds)}. On cgroup v2 the "
             "kernel kills the whole container, so every job in flight in it was interrupted.",
             first_action="raise worker.memory_mib or lower concurrency_per_queue (memory per in-flight job "
             "is memory_mib / (concurrency_per_queue x queues))",
@@ -474,6 +474,11 @@ def _redis_alerts(spec: WorkloadSpec, timing: AlertTiming, r: str) -> list[Alert
             f"or sum(increase({REDIS_EVICTED}{_sel(r)}[{duration(timing.oom_window_seconds)}])) > 0",
         ),
     ]
+
+
+def _last(seconds: int) -> str:
+    """`the last hour`, `the last 10 minutes`."""
+    return "the last hour" if seconds == 3600 else f"the last {_human(seconds)}"
 
 
 def _human(seconds: int) -> str:
