@@ -21,6 +21,10 @@ TARGETS: tuple[Target, ...] = ("kubernetes", "ecs", "systemd")
 FARGATE_MAX_STOP_TIMEOUT_SECONDS = 120
 """ECS Fargate refuses a container stopTimeout above 120 s."""
 
+REDIS_EXPORTER_IMAGE = "docker.io/oliver006/redis_exporter:v1.62.0"
+"""Pinned: v1.62 takes the same flags as the Debian package the tests run (1.45)."""
+EXPORTER_REDIS_MODES = ("in-cluster",)
+
 NAME_MAX_LENGTH = 40
 """Children append suffixes such as `-worker` or `-redis-headless`; 40 keeps them under 63."""
 
@@ -31,6 +35,18 @@ DnsLabel = Annotated[
 QueueName = Annotated[str, StringConstraints(pattern=contract.QUEUE_NAME_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Command = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=63)]
+"""A Prometheus label name (also a valid Kubernetes label key without a prefix)."""
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+K8sLabelKey = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", max_length=316
+    ),
+]
+K8sLabelValue = Annotated[
+    str, StringConstraints(pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$", max_length=63)
+]
 
 
 class Strict(BaseModel):
@@ -48,6 +64,22 @@ class SecretRef(Strict):
     key: Annotated[str, StringConstraints(min_length=1)] = Field(
         default=contract.REDIS_URL_SECRET_KEY, description="Key inside the secret that holds the URL"
     )
+
+
+class RedisExporterSpec(Strict):
+    """An optional redis_exporter next to the Redis killsafe runs, so the Redis alerts can fire."""
+
+    enabled: bool = Field(
+        default=False,
+        description="run a redis_exporter for the Redis killsafe runs (in-cluster): RedisMemoryHigh and "
+        "RedisEvictionPolicyUnsafe need it. For your own Redis, run one yourself and set "
+        "alerts.redis_metrics_selector",
+    )
+    image: Annotated[str, StringConstraints(min_length=1)] = Field(
+        default=REDIS_EXPORTER_IMAGE, description="redis_exporter image (pinned tag or digest)"
+    )
+    memory_mib: int = Field(default=64, ge=16, le=4096, description="exporter memory request = limit, MiB")
+    cpu_millicores: int = Field(default=50, ge=10, le=4000, description="exporter CPU request = limit")
 
 
 class RedisSpec(Strict):
@@ -73,6 +105,7 @@ class RedisSpec(Strict):
     cpu_millicores: int = Field(default=250, ge=10, le=64_000, description="in-cluster Redis CPU")
     storage_gib: int = Field(default=1, ge=1, le=16_384, description="in-cluster Redis AOF volume size")
     storage_class: str | None = Field(default=None, description="in-cluster PVC storageClassName")
+    exporter: RedisExporterSpec = Field(default_factory=RedisExporterSpec)
 
     @model_validator(mode="after")
     def _url_secret_matches_mode(self) -> RedisSpec:
@@ -87,6 +120,14 @@ class RedisSpec(Strict):
                 ("url_secret",),
                 self.url_secret.model_dump(),
                 f"is only used with mode external (mode is {self.mode}); remove url_secret or set mode: external",
+            )
+        if self.exporter.enabled and self.mode not in EXPORTER_REDIS_MODES:
+            raise FieldError(
+                ("exporter", "enabled"),
+                True,
+                f"runs an exporter only for the Redis killsafe runs (mode {' or '.join(EXPORTER_REDIS_MODES)}), "
+                f"not mode {self.mode}; run redis_exporter next to your Redis and set "
+                "alerts.redis_metrics_selector to its labels (e.g. {job: redis-exporter}) instead",
             )
         return self
 
@@ -110,6 +151,45 @@ class WebSpec(Strict):
     prestop_seconds: int = Field(
         default=5, ge=0, le=60, description="delay before SIGTERM so load balancers stop routing first"
     )
+
+
+class AutoscalingSpec(Strict):
+    """Queue autoscaling: worker count follows the jobs waiting, prioritized, delayed and active.
+
+    Target-neutral: KEDA on Kubernetes, Application Auto Scaling on ECS. Omit the block to keep a
+    fixed `replicas`.
+    """
+
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="fewest workers; 0 scales to zero when no job is waiting, prioritized, active or delayed",
+    )
+    max_replicas: int = Field(ge=1, le=1000, description="most workers (mind Redis connections and cost)")
+    target_backlog_per_worker: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="jobs (waiting + prioritized + active) per worker the autoscaler aims for "
+        "(default: concurrency_per_queue x number of queues, what one worker runs at once)",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="the backlog must stay low this long before workers are removed (no flapping)",
+    )
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise FieldError(
+                ("min_replicas",),
+                self.min_replicas,
+                f"is above max_replicas ({self.max_replicas}); lower min_replicas or raise max_replicas",
+            )
+        return self
 
 
 class WorkerSpec(Strict):
@@ -159,6 +239,9 @@ class WorkerSpec(Strict):
         le=600,
         description="how often workers look for jobs whose lock expired",
     )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="omit for a fixed replica count; set to scale on the queue backlog"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +259,30 @@ class WorkerSpec(Strict):
     def max_jobs_in_flight(self) -> int:
         """Per worker process, across all its queues."""
         return self.concurrency_per_queue * len(self.queues)
+
+    @property
+    def target_backlog_per_worker(self) -> int:
+        """The autoscaler's target: what one worker runs at once, unless the spec says otherwise."""
+        autoscaling = self.autoscaling
+        if autoscaling is not None and autoscaling.target_backlog_per_worker is not None:
+            return autoscaling.target_backlog_per_worker
+        return self.max_jobs_in_flight
+
+    @property
+    def min_workers(self) -> int:
+        """Workers that must be running at any time: `replicas`, or the autoscaler's minimum."""
+        return self.replicas if self.autoscaling is None else self.autoscaling.min_replicas
+
+    @model_validator(mode="after")
+    def _autoscaler_owns_replicas(self) -> WorkerSpec:
+        if self.autoscaling is not None and "replicas" in self.model_fields_set:
+            raise FieldError(
+                ("replicas",),
+                self.replicas,
+                "conflicts with autoscaling: the autoscaler owns the worker count (a fixed replicas would "
+                "fight it on every deploy); remove replicas and use autoscaling.min_replicas/max_replicas",
+            )
+        return self
 
     @field_validator("queues")
     @classmethod
@@ -200,13 +307,92 @@ class WorkerSpec(Strict):
 
 
 class AlertsSpec(Strict):
-    """Thresholds for the alert rules every target gets."""
+    """Thresholds for the alert rules every target gets (see README "Alerts" for each alert)."""
 
     enabled: bool = Field(default=True, description="opt-out for the alert rules")
-    failed_jobs_per_hour: int = Field(default=50, ge=1, description="alert when more jobs fail per hour")
-    stalled_minutes: int = Field(
-        default=5, ge=1, le=1440, description="alert when jobs wait and none completes for this long"
+    failed_jobs_per_hour: int = Field(
+        default=50,
+        ge=1,
+        le=10_000_000,
+        description="FailedJobsHigh: more job attempts than this failed in one queue in the last hour",
     )
+    stalled_minutes: int = Field(
+        default=5, ge=1, le=1440, description="QueueStalled: jobs wait and none completes for this long"
+    )
+    worker_down_minutes: int = Field(
+        default=5, ge=1, le=1440, description="WorkerDown: fewer workers ready than expected for this long"
+    )
+    dead_letter_growing_minutes: int = Field(
+        default=60,
+        ge=5,
+        le=10_080,
+        description="DeadLetterGrowing: the failed set kept growing for this long",
+    )
+    interrupted_jobs_per_hour: int = Field(
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="JobsInterrupted: more jobs than this were handed back (drain deadline, lost lock) or "
+        "lost their child process in the last hour",
+    )
+    timed_out_jobs_per_hour: int = Field(
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="JobsTimedOut: more job attempts than this were stopped at max_job_seconds in the last hour",
+    )
+    restarts_per_hour: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="WorkerRestarting (Kubernetes): a worker container restarted more often than this in an hour",
+    )
+    redis_memory_percent: int = Field(
+        default=80, ge=10, le=99, description="RedisMemoryHigh: Redis uses more than this share of maxmemory"
+    )
+    labels: dict[LabelName, LabelValue] = Field(
+        default_factory=dict,
+        description="extra labels on every alert, for Alertmanager routing (e.g. {team: payments})",
+    )
+    runbook_base_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+/$")] | None = Field(
+        default=None,
+        description="where the runbooks (components/observability/runbooks/) are published, ending in /; "
+        "each alert then links <base><Alert>.md",
+    )
+    redis_metrics_selector: dict[LabelName, LabelValue] | None = Field(
+        default=None,
+        description="label matchers of your own redis_exporter's series (external Redis), e.g. "
+        "{job: redis-exporter}; the Redis alerts are emitted when this is set or redis.exporter is enabled",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _no_reserved_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(set(labels) & RESERVED_ALERT_LABELS)
+        if reserved:
+            raise ValueError(
+                f"{reserved[0]} is set by killsafe on every alert; choose another label name "
+                f"(reserved: {', '.join(sorted(RESERVED_ALERT_LABELS))})"
+            )
+        return labels
+
+
+RESERVED_ALERT_LABELS = frozenset({"alertname", "severity", "queue", "reason", "workload"})
+
+
+class KedaRedisSecret(Strict):
+    """An existing Secret KEDA reads an external Redis's address and password from."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="Secret in the workload's namespace"
+    )
+    address_key: Annotated[str, StringConstraints(min_length=1)] = Field(
+        default="address", description="key holding host:port (KEDA does not take a redis:// URL)"
+    )
+    password_key: Annotated[str, StringConstraints(min_length=1)] = Field(
+        default="password", description="key holding the password"
+    )
+    tls: bool = Field(default=False, description="connect with TLS (rediss)")
 
 
 class KubernetesSpec(Strict):
@@ -223,6 +409,33 @@ class KubernetesSpec(Strict):
     monitoring_namespace: DnsLabel = Field(
         default="monitoring",
         description="namespace of the Prometheus that scrapes the metrics ports (only it may reach them)",
+    )
+    prometheus_operator: bool = Field(
+        default=True,
+        description="emit a PrometheusRule (the alerts) and PodMonitors; false for clusters without the "
+        "Prometheus Operator's CRDs",
+    )
+    monitoring_labels: dict[K8sLabelKey, K8sLabelValue] = Field(
+        default_factory=dict,
+        description="labels your Prometheus selects PodMonitors and PrometheusRules by "
+        "(e.g. {release: kube-prometheus-stack})",
+    )
+    grafana_dashboard: bool = Field(
+        default=True, description="emit the dashboard as a ConfigMap labelled for the Grafana sidecar"
+    )
+    grafana_dashboard_namespace: DnsLabel | None = Field(
+        default=None,
+        description="namespace the Grafana sidecar watches for dashboards (default: the workload's namespace)",
+    )
+    keda_namespace: DnsLabel = Field(
+        default="keda",
+        description="worker.autoscaling: namespace of the KEDA operator, which the Redis NetworkPolicy "
+        "lets reach in-cluster Redis",
+    )
+    keda_redis_secret: KedaRedisSecret | None = Field(
+        default=None,
+        description="worker.autoscaling with redis mode external: the Secret KEDA reads the Redis address "
+        "and password from",
     )
     external_redis_ports: Annotated[list[Annotated[int, Field(ge=1, le=65_535)]], Field(min_length=1)] = Field(
         default_factory=lambda: [contract.REDIS_PORT],
@@ -405,6 +618,7 @@ class WorkloadSpec(Strict):
 
 RESERVED_ENV = frozenset({contract.ENV_REDIS_URL, contract.ENV_REDIS_URL_FILE})
 
+
 REDIS_MODES_BY_TARGET: dict[str, tuple[str, ...]] = {
     "kubernetes": ("in-cluster", "external"),
     "ecs": ("elasticache", "external"),
@@ -432,6 +646,20 @@ class StackConfig(Strict):
                 self.workload.redis.mode,
                 f"is not available on target {self.target}; use one of {', '.join(allowed)}",
             )
+        if self.target == "kubernetes":
+            workload = self.workload
+            if (
+                workload.worker.autoscaling is not None
+                and workload.redis.mode == "external"
+                and workload.kubernetes.keda_redis_secret is None
+            ):
+                raise FieldError(
+                    ("workload", "kubernetes", "keda_redis_secret"),
+                    MISSING,
+                    "is required for worker.autoscaling with redis mode external: KEDA needs the Redis address "
+                    "as host:port and the password, which a redis:// URL Secret does not give it; add "
+                    "keda_redis_secret: {name: <Secret with keys address and password>}",
+                )
         if self.target == "ecs":
             worker = self.workload.worker
             grace = worker.max_job_seconds + worker.drain_margin_seconds

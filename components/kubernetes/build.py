@@ -12,9 +12,13 @@ The same list feeds the Pulumi component (`component.py`) and `killsafe render`.
     redis.py        in-cluster Redis: ConfigMap (redis.conf), Services, StatefulSet
     disruption.py   PodDisruptionBudgets;  network.py  NetworkPolicies
     suppressions.py the only justified checkov skips (tag without digest, namespace default)
+    monitoring.py   PodMonitors, PrometheusRule, Grafana dashboard ConfigMap (killsafe.observability)
+    redis_exporter.py  optional redis_exporter Deployment + NetworkPolicy;  redis_access.py  who else reaches Redis
+    autoscaling.py  KEDA ScaledObject + TriggerAuthentication (worker.autoscaling)
 
 Objects come out dependencies first (Namespace, ServiceAccount, ConfigMap, Services, StatefulSet,
-Deployments, PDBs, NetworkPolicies) so `kubectl apply -f` of the rendered file works in one pass.
+Deployments, PDBs, NetworkPolicies, then monitoring and autoscaling custom resources) so
+`kubectl apply -f` of the rendered file works in one pass.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+from killsafe.kubernetes.autoscaling import autoscaling_manifests, without_replicas
 from killsafe.kubernetes.credentials import (
     prerequisites,
     redis_in_cluster_url_template,
@@ -29,9 +34,11 @@ from killsafe.kubernetes.credentials import (
     redis_service_name,
 )
 from killsafe.kubernetes.disruption import pod_disruption_budget
+from killsafe.kubernetes.monitoring import monitoring_manifests
 from killsafe.kubernetes.namespace import namespace, service_account, service_account_name
 from killsafe.kubernetes.network import network_policies
 from killsafe.kubernetes.redis import redis_config_map, redis_services, redis_stateful_set
+from killsafe.kubernetes.redis_exporter import exporter_deployment, exporter_network_policy
 from killsafe.kubernetes.web import web_deployment, web_name, web_service
 from killsafe.kubernetes.worker import worker_deployment, worker_name
 from killsafe.spec import WorkloadSpec
@@ -63,7 +70,11 @@ def build_manifests(spec: WorkloadSpec) -> list[Manifest]:
         manifests.append(redis_stateful_set(spec, sa))
     if spec.web is not None:
         manifests.append(web_deployment(spec, sa))
-    manifests.append(worker_deployment(spec, sa))
+    worker = worker_deployment(spec, sa)
+    manifests.append(without_replicas(worker) if spec.worker.autoscaling is not None else worker)
+    exporter = in_cluster_redis and spec.redis.exporter.enabled
+    if exporter:
+        manifests.append(exporter_deployment(spec, sa))
     if spec.kubernetes.pod_disruption_budgets:
         if in_cluster_redis:
             manifests.append(pod_disruption_budget(spec, "redis", redis_service_name(spec), spec.redis.image))
@@ -72,6 +83,10 @@ def build_manifests(spec: WorkloadSpec) -> list[Manifest]:
         manifests.append(pod_disruption_budget(spec, "worker", worker_name(spec), spec.image))
     if spec.kubernetes.network_policies:
         manifests.extend(network_policies(spec))
+        if exporter:
+            manifests.append(exporter_network_policy(spec))
+    manifests.extend(monitoring_manifests(spec))
+    manifests.extend(autoscaling_manifests(spec))
     # Builders reuse label dicts: a JSON round trip gives callers independent trees (no YAML anchors,
     # safe to mutate) and proves the output is plain JSON data.
     return cast(list[Manifest], json.loads(json.dumps(manifests, allow_nan=False)))

@@ -120,6 +120,13 @@ KINDS: dict[tuple[str, str], KindMapping] = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): _custom_resource(
         "monitoring.coreos.com/v1", "PrometheusRule", Stage.SETUP
     ),
+    ("monitoring.coreos.com/v1", "PodMonitor"): _custom_resource("monitoring.coreos.com/v1", "PodMonitor", Stage.SETUP),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): _custom_resource(
+        "keda.sh/v1alpha1", "TriggerAuthentication", Stage.SETUP
+    ),
+    # With the pods, after the TriggerAuthentication and the Redis Secret it reads (KEDA waits for the
+    # Deployment it scales if that is still being created).
+    ("keda.sh/v1alpha1", "ScaledObject"): _custom_resource("keda.sh/v1alpha1", "ScaledObject", Stage.WORKLOAD),
 }
 """(apiVersion, kind) -> resource. Extend here when the builder emits a new kind."""
 

@@ -3,7 +3,8 @@
     web     <- anyone on the web port;          -> DNS, Redis
     worker  <- anyone on the health port only   -> DNS, Redis
               (kubelet probes and metrics scraping; workers serve nothing else)
-    redis   <- this workload's web and worker pods on 6379;  -> nothing
+    redis   <- this workload's web and worker pods on 6379 (and, when enabled, the KEDA operator's
+              namespace and the redis_exporter: `redis_access.py`);  -> nothing
 
 DNS is allowed to port 53 on any address rather than to kube-dns pods by label: NodeLocal DNSCache
 and managed clusters answer from link-local or host-network addresses no pod selector matches.
@@ -25,6 +26,7 @@ from killsafe.kubernetes.labels import (
     object_meta,
     selector_labels,
 )
+from killsafe.kubernetes.redis_access import extra_redis_ingress
 from killsafe.spec import WorkloadSpec
 
 DNS_PORT = 53
@@ -95,7 +97,10 @@ def redis_policy(spec: WorkloadSpec) -> dict[str, Any]:
         spec,
         f"{spec.name}-redis",
         {"matchLabels": selector_labels(spec, "redis")},
-        ingress=[{"from": [{"podSelector": clients}], "ports": [_tcp(contract.REDIS_PORT)]}],
+        ingress=[
+            {"from": [{"podSelector": clients}], "ports": [_tcp(contract.REDIS_PORT)]},
+            *extra_redis_ingress(spec),
+        ],
         egress=[],
     )
 

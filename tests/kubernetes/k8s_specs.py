@@ -49,7 +49,9 @@ def variants() -> dict[str, WorkloadSpec]:
     specs = {stack: stack_spec(stack) for stack in STACKS}
     specs["external-redis"] = make_spec(
         redis={"mode": "external", "url_secret": {"name": "shared-redis", "key": "connection"}},
-        kubernetes={"external_redis_ports": [6380]},
+        worker={"autoscaling": {"max_replicas": 8}},
+        alerts={"redis_metrics_selector": {"job": "redis-exporter"}},
+        kubernetes={"external_redis_ports": [6380], "keda_redis_secret": {"name": "shared-redis-keda", "tls": True}},
     )
     specs["worker-only-default-namespace"] = make_spec(
         image=f"registry.example.com:5000/acme/emails@{DIGEST}",
@@ -58,7 +60,14 @@ def variants() -> dict[str, WorkloadSpec]:
         kubernetes={"namespace": "default"},
     )
     specs["opt-outs"] = make_spec(
-        kubernetes={"network_policies": False, "pod_disruption_budgets": False, "create_namespace": False}
+        redis={"exporter": {"enabled": True}},
+        kubernetes={
+            "network_policies": False,
+            "pod_disruption_budgets": False,
+            "create_namespace": False,
+            "prometheus_operator": False,
+            "grafana_dashboard": False,
+        },
     )
     return specs
 

@@ -218,6 +218,9 @@ def test_order_is_dependencies_first_and_output_is_deterministic() -> None:
         "NetworkPolicy",
         "NetworkPolicy",
         "NetworkPolicy",
+        "PodMonitor",
+        "PrometheusRule",
+        "ConfigMap",
     ]
     assert json.dumps(first, sort_keys=False) == json.dumps(build_manifests(spec), sort_keys=False)
     json.dumps(first, allow_nan=False)  # plain JSON-able data only
