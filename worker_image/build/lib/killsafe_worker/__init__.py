@@ -1,0 +1,1 @@
+"""killsafe reference worker and web app."""

@@ -1,0 +1,123 @@
+"""The worker contract: every name the deployment targets and the worker image must agree on.
+
+Defined once, here, with no dependencies beyond the standard library. The `killsafe` builders
+import it as `killsafe.contract`; the worker image ships the very same file as
+`killsafe_worker.contract` (a symlink in the source tree, a copy in the wheel), so a port, a path,
+an environment variable or a metric name cannot drift between what is deployed and what runs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Ports and HTTP paths -------------------------------------------------------------------------
+HEALTH_PORT: Final = 8080
+"""Worker health/metrics HTTP port (env KILLSAFE_HEALTH_PORT overrides)."""
+WEB_PORT: Final = 8000
+"""Default port of the reference web app (env KILLSAFE_WEB_PORT overrides)."""
+REDIS_PORT: Final = 6379
+
+READY_PATH: Final = "/readyz"
+"""200 only when Redis is reachable, the worker is registered and the eviction policy is safe."""
+LIVE_PATH: Final = "/livez"
+"""503 when jobs wait and none was processed for the stall window, or the event loop is stuck."""
+METRICS_PATH: Final = "/metrics"
+"""Prometheus text exposition."""
+
+# --- Environment variables ------------------------------------------------------------------------
+ENV_REDIS_URL: Final = "REDIS_URL"
+ENV_REDIS_URL_FILE: Final = "REDIS_URL_FILE"
+"""Path of a file holding the Redis URL (a mounted secret/credential); preferred over REDIS_URL."""
+ENV_QUEUES: Final = "KILLSAFE_QUEUES"
+"""Comma-separated queue names the worker consumes; the web app enqueues to the first one."""
+ENV_CONCURRENCY_PER_QUEUE: Final = "KILLSAFE_CONCURRENCY_PER_QUEUE"
+"""Jobs in flight per queue: a worker consuming N queues runs up to N x this many jobs at once."""
+LEGACY_ENV_CONCURRENCY: Final = "KILLSAFE_CONCURRENCY"
+"""The old, ambiguous name; the worker refuses it (exit 2) and names ENV_CONCURRENCY_PER_QUEUE."""
+ENV_MAX_JOB_SECONDS: Final = "KILLSAFE_MAX_JOB_SECONDS"
+"""The job budget (spec worker.max_job_seconds), enforced per job by the worker."""
+ENV_KEY_PREFIX: Final = "KILLSAFE_KEY_PREFIX"
+"""BullMQ's Redis key prefix (Node's `prefix` option): workers, web, DLQ tools, autoscalers agree on it."""
+ENV_HEALTH_PORT: Final = "KILLSAFE_HEALTH_PORT"
+ENV_WEB_PORT: Final = "KILLSAFE_WEB_PORT"
+ENV_SHUTDOWN_TIMEOUT_SECONDS: Final = "KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS"
+"""The worker's own drain deadline after SIGTERM; always below the platform's kill deadline."""
+ENV_LOCK_DURATION_MS: Final = "KILLSAFE_LOCK_DURATION_MS"
+ENV_STALLED_INTERVAL_MS: Final = "KILLSAFE_STALLED_INTERVAL_MS"
+ENV_LIVENESS_STALL_SECONDS: Final = "KILLSAFE_LIVENESS_STALL_SECONDS"
+ENV_STARTUP_TIMEOUT_SECONDS: Final = "KILLSAFE_STARTUP_TIMEOUT_SECONDS"
+"""How long the worker waits for Redis at startup before exiting non-zero."""
+ENV_NEVER_AUTO_RETRY: Final = "KILLSAFE_NEVER_AUTO_RETRY"
+"""Comma-separated job names the dead-letter workflow retries only with --confirm."""
+ENV_LOG_LEVEL: Final = "KILLSAFE_LOG_LEVEL"
+ENV_HANDLERS: Final = "KILLSAFE_HANDLERS"
+"""Optional `package.module:REGISTRY` (a mapping job name -> async handler) replacing the demo handlers."""
+
+# --- Defaults shared by the builders and the worker -----------------------------------------------
+DEFAULT_CONCURRENCY: Final = 1
+DEFAULT_LIVENESS_STALL_SECONDS: Final = 300
+DEFAULT_LOCK_DURATION_MS: Final = 30_000
+DEFAULT_STALLED_INTERVAL_MS: Final = 30_000
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: Final = 25
+DEFAULT_STARTUP_TIMEOUT_SECONDS: Final = 30
+DEFAULT_KEY_PREFIX: Final = "bull"
+KEY_PREFIX_PATTERN: Final = r"^[A-Za-z0-9_.{}-]{1,64}$"
+"""A BullMQ prefix: no ':' (the key separator) and no spaces; braces allow a Redis Cluster hash tag."""
+DEFAULT_QUEUE: Final = "default"
+"""Queue consumed (and enqueued to by the web app) when KILLSAFE_QUEUES is not set."""
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+"""Used only when neither REDIS_URL_FILE nor REDIS_URL is set (local development)."""
+DEFAULT_LOG_LEVEL: Final = "INFO"
+QUEUE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+"""What a queue name may look like (safe inside Redis keys, metric labels and resource names)."""
+
+# --- Secrets --------------------------------------------------------------------------------------
+REDIS_URL_SECRET_KEY: Final = "url"
+"""Key, inside the Redis credentials Secret, that holds the full Redis URL."""
+REDIS_PASSWORD_SECRET_KEY: Final = "password"
+SECRETS_MOUNT_DIR: Final = "/var/run/secrets/killsafe"
+"""Where deployment targets mount the Redis credentials; REDIS_URL_FILE points inside it."""
+
+# --- Redis keys written by the worker (outside BullMQ's own `bull:` prefix) -----------------------
+IDEMPOTENCY_KEY_PREFIX: Final = "killsafe:done:"
+"""SET NX markers: one per idempotency key, so a re-run after a crash repeats no side effect."""
+DLQ_AUDIT_STREAM: Final = "killsafe:dlq:audit"
+"""Redis stream holding one audit record per dead-letter retry (who, why, when, job)."""
+WORKER_REGISTRY_PREFIX: Final = "killsafe:workers:"
+"""Per-worker heartbeat key prefix (registration, used by readiness)."""
+SIDE_EFFECTS_LIST: Final = "killsafe:side-effects"
+"""Redis list the reference handlers append to only when their SET NX marker was new (tests count it)."""
+
+# --- Redis safety ---------------------------------------------------------------------------------
+SAFE_MAXMEMORY_POLICIES: Final = frozenset({"noeviction"})
+"""A queue's keys must never be evicted: the worker refuses readiness under any other policy."""
+
+# --- Metric names (one contract for dashboards, alerts and autoscaling on every target) -----------
+METRIC_JOBS_COMPLETED: Final = "killsafe_jobs_completed_total"
+METRIC_JOBS_FAILED: Final = "killsafe_jobs_failed_total"
+METRIC_JOB_DURATION: Final = "killsafe_job_duration_seconds"
+METRIC_QUEUE_JOBS: Final = "killsafe_queue_jobs"
+"""Gauge labelled {queue, state} for state in QUEUE_STATES, sampled periodically."""
+METRIC_JOBS_INTERRUPTED: Final = "killsafe_jobs_interrupted_total"
+"""Counter labelled {queue, reason} for reason in INTERRUPT_REASONS."""
+METRIC_LAST_JOB_COMPLETED: Final = "killsafe_last_job_completed_timestamp_seconds"
+METRIC_JOBS_TIMED_OUT: Final = "killsafe_jobs_timed_out_total"
+"""Counter labelled {queue}: attempts stopped at KILLSAFE_MAX_JOB_SECONDS (failed or retried with reason timeout)."""
+METRIC_WORKER_READY: Final = "killsafe_worker_ready"
+"""1 while /readyz would answer 200."""
+
+QUEUE_STATES: Final = ("waiting", "active", "delayed", "prioritized", "failed")
+INTERRUPT_REASONS: Final = ("shutdown_deadline", "child_crashed", "child_oom", "lock_lost")
+
+# --- Shutdown -------------------------------------------------------------------------------------
+STOP_SIGNAL: Final = "SIGTERM"
+
+# --- Worker exit codes (what a supervisor sees; every non-zero one means "restart me") -------------
+EXIT_OK: Final = 0
+"""Drained: every in-flight job finished before the drain deadline."""
+EXIT_FAILURE: Final = 1
+"""Unrecoverable error (Redis unreachable past the startup timeout, the processing loop died)."""
+EXIT_USAGE: Final = 2
+"""Invalid configuration (a one-line error names the variable)."""
+EXIT_DRAIN_DEADLINE: Final = 3
+"""The drain deadline passed with jobs still running; they were handed back to the queue."""

@@ -1,0 +1,118 @@
+"""Prometheus metrics of one worker process, named by the contract so dashboards and alerts match.
+
+Per-queue label children are created once up front: the per-job cost is a counter increment and a
+histogram observation, never a label lookup or a Redis call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from killsafe_worker import contract
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+@dataclass
+class QueueMetrics:
+    """Pre-bound children for one queue (cheap to update from the per-job path)."""
+
+    completed: Counter
+    failed: Counter
+    duration: Histogram
+    last_completed_at: float = 0.0
+    """Read by the last-completed gauge at scrape time: a float store per job instead of a locked set."""
+
+    def job_completed(self, seconds: float) -> None:
+        self.completed.inc()
+        self.duration.observe(seconds)
+        self.last_completed_at = time.time()
+
+    def last_completed(self) -> float:
+        return self.last_completed_at
+
+    def job_failed(self, seconds: float) -> None:
+        self.failed.inc()
+        self.duration.observe(seconds)
+
+
+class WorkerMetrics:
+    """Every contract metric, in a registry of its own (so tests and embedders never collide)."""
+
+    def __init__(self, queues: Iterable[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        completed = Counter(
+            _base(contract.METRIC_JOBS_COMPLETED),
+            "Jobs this worker completed.",
+            ["queue"],
+            registry=self.registry,
+        )
+        failed = Counter(
+            _base(contract.METRIC_JOBS_FAILED),
+            "Job attempts that failed in this worker (retried or not).",
+            ["queue"],
+            registry=self.registry,
+        )
+        duration = Histogram(
+            contract.METRIC_JOB_DURATION,
+            "Handler run time of finished job attempts.",
+            ["queue"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        last_completed = Gauge(
+            contract.METRIC_LAST_JOB_COMPLETED,
+            "Unix time of the last job this worker completed.",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.interrupted = Counter(
+            _base(contract.METRIC_JOBS_INTERRUPTED),
+            "Jobs stopped before they finished and handed back for a retry, by reason.",
+            ["queue", "reason"],
+            registry=self.registry,
+        )
+        self.queue_jobs = Gauge(
+            contract.METRIC_QUEUE_JOBS,
+            "Jobs in the queue by state, sampled periodically from Redis.",
+            ["queue", "state"],
+            registry=self.registry,
+        )
+        self.worker_ready = Gauge(
+            contract.METRIC_WORKER_READY, "1 while the readiness probe answers 200.", registry=self.registry
+        )
+        self.queues: dict[str, QueueMetrics] = {}
+        for queue in queues:
+            bound = QueueMetrics(
+                completed=completed.labels(queue), failed=failed.labels(queue), duration=duration.labels(queue)
+            )
+            last_completed.labels(queue).set_function(bound.last_completed)
+            self.queues[queue] = bound
+            for reason in contract.INTERRUPT_REASONS:
+                self.interrupted.labels(queue, reason)
+            for state in contract.QUEUE_STATES:
+                self.queue_jobs.labels(queue, state)
+
+    def job_interrupted(self, queue: str, reason: str) -> None:
+        self.interrupted.labels(queue, reason).inc()
+
+    def interrupted_total(self, reason: str) -> dict[str, float]:
+        """Current interrupted-jobs counter per queue for `reason` (for the final shutdown log line)."""
+        return {
+            queue: self.registry.get_sample_value(contract.METRIC_JOBS_INTERRUPTED, {"queue": queue, "reason": reason})
+            or 0.0
+            for queue in self.queues
+        }
+
+    def set_queue_counts(self, queue: str, counts: Mapping[str, int]) -> None:
+        for state, count in counts.items():
+            self.queue_jobs.labels(queue, state).set(count)
+
+
+def _base(counter_name: str) -> str:
+    """prometheus-client appends `_total` to counters itself; the contract names the exposed series."""
+    return counter_name.removesuffix("_total")
