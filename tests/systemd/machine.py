@@ -76,15 +76,29 @@ class Machine:
         procs = " ".join(str(folder / "cgroup.procs") for folder in self.cgroups)
         binds = [f"--bind-ro={host}:{inside}" for inside, host in self.binds.items()]
         nspawn = [
-            "systemd-nspawn", "-D", str(self.rootfs), "--volatile=overlay", "-b", "--register=no",
-            "--keep-unit", "--console=read-only", "-M", self.name, *binds, "--", "systemd.firstboot=off",
+            "systemd-nspawn",
+            "-D",
+            str(self.rootfs),
+            "--volatile=overlay",
+            "-b",
+            "--register=no",
+            "--keep-unit",
+            "--console=read-only",
+            "-M",
+            self.name,
+            *binds,
+            "--",
+            "systemd.firstboot=off",
         ]
         # The wrapper shell joins the new cgroups, then becomes nspawn.
         script = f'for f in {procs}; do echo $$ > "$f"; done; exec "$@"'
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                ["sh", "-c", script, "sh", *nspawn], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                ["sh", "-c", script, "sh", *nspawn],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         deadline = time.monotonic() + BOOT_TIMEOUT
         while self.leader is None:
@@ -100,7 +114,9 @@ class Machine:
             if state in ("running", "degraded"):
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"machine stuck in state {state!r}:\n{self.run('systemctl', '--failed', check=False).stdout}")
+                raise RuntimeError(
+                    f"machine stuck in state {state!r}:\n{self.run('systemctl', '--failed', check=False).stdout}"
+                )
             time.sleep(0.1)
         # nspawn mounts the v1 memory hierarchy read-only on a hybrid host: writable, and PID 1
         # re-probes it, so MemoryMax= is enforced.
@@ -119,11 +135,16 @@ class Machine:
             time.sleep(0.1)
         raise RuntimeError("systemd did not come back after daemon-reexec")
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 120.0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 120.0, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         if self.leader is None:
             raise RuntimeError("machine not booted")
         result = subprocess.run(
-            ["nsenter", "-t", str(self.leader), "-a", *argv], capture_output=True, text=True, timeout=timeout,
+            ["nsenter", "-t", str(self.leader), "-a", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             input=stdin,
         )
         if check and result.returncode != 0:
