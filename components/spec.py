@@ -271,7 +271,7 @@ def one_line(value: str) -> str:
 def _absolute_path(value: str) -> str:
     one_line(value)
     if not value.startswith("/"):
-        raise ValueError("must be an absolute path, e.g. /opt/emails/venv")
+        raise ValueError("must be an absolute path (starting with /)")
     if "%" in value:
         raise ValueError("contains '%', which systemd reads as a specifier (%i, %h, ...); use a path without it")
     if re.search(r"\s", value):
@@ -298,7 +298,15 @@ def _user_name(value: str) -> str:
     return value
 
 
+def _login_name(value: str) -> str:
+    one_line(value)
+    if not re.match(USER_NAME_PATTERN, value):
+        raise ValueError("is not a user name; use lowercase letters, digits, '_' and '-', e.g. deploy")
+    return value
+
+
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+LoginName = Annotated[str, AfterValidator(_login_name)]
 UnitName = Annotated[str, AfterValidator(_unit_name)]
 UserName = Annotated[str, AfterValidator(_user_name)]
 BindAddress = Annotated[str, StringConstraints(pattern=r"^-?[0-9A-Fa-f:.*]+$")]
@@ -325,9 +333,7 @@ class HostSpec(Strict):
     address: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:-]{1,253}$")] = Field(
         description="hostname or IP address (also the scrape target's host)", examples=["10.0.1.12"]
     )
-    ssh_user: UserName | Literal["root"] = Field(
-        default="root", description="SSH login (root, or sudo-less root access)"
-    )
+    ssh_user: LoginName = Field(default="root", description="SSH login: root, or a user that may run systemctl")
     ssh_port: int = Field(default=22, ge=1, le=65_535, description="SSH port")
 
 
@@ -539,6 +545,16 @@ def _fits_systemd(workload: WorkloadSpec) -> None:
             )
     for name, value in workload.env.items():
         _one_line_field(("workload", "env", name), value)
+    url_secret = workload.redis.url_secret
+    if url_secret is not None:
+        try:
+            _absolute_path(url_secret.name)
+        except ValueError as err:
+            raise FieldError(
+                ("workload", "redis", "url_secret", "name"),
+                url_secret.name,
+                f"on systemd names the file on each host holding the Redis URL (a credential), and {err}",
+            ) from None
 
 
 def _one_line_field(loc: tuple[str, ...], value: str) -> None:

@@ -104,15 +104,28 @@ def local_redis_address(spec: WorkloadSpec) -> str:
     return f"[{host}]:{spec.systemd.redis_port}" if ":" in host else f"{host}:{spec.systemd.redis_port}"
 
 
-def worker_env_file(spec: WorkloadSpec) -> dict[str, str]:
-    """The worker's environment minus what the unit sets per instance or from a specifier."""
-    env = app_env.worker_env(spec, redis_url_file=None)
-    env.pop(contract.ENV_HEALTH_PORT)  # per instance: Environment=KILLSAFE_HEALTH_PORT=%i
-    return env
+REDIS_URL_FILE = f"%d/{REDIS_URL_CREDENTIAL}"
+"""`%d` is the unit's credentials directory: systemd expands it to a real path before the worker runs."""
+UNIT_ENVIRONMENT = (contract.ENV_REDIS_URL_FILE, contract.ENV_HEALTH_PORT)
+"""Variables whose value is a specifier: set with Environment= in the unit (an EnvironmentFile is not
+expanded, and its values would override Environment=)."""
 
 
-def web_env_file(spec: WorkloadSpec) -> dict[str, str]:
-    return app_env.web_env(spec, redis_url_file=None)
+def _split(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(Environment= of the unit, EnvironmentFile= lines)."""
+    unit = {name: env[name] for name in UNIT_ENVIRONMENT if name in env}
+    return unit, {name: value for name, value in env.items() if name not in unit}
+
+
+def worker_environment(spec: WorkloadSpec) -> tuple[dict[str, str], dict[str, str]]:
+    """The worker's env from app_env; each instance's health port is its instance name (`%i`)."""
+    env = app_env.worker_env(spec, redis_url_file=REDIS_URL_FILE)
+    env[contract.ENV_HEALTH_PORT] = "%i"
+    return _split(env)
+
+
+def web_environment(spec: WorkloadSpec) -> tuple[dict[str, str], dict[str, str]]:
+    return _split(app_env.web_env(spec, redis_url_file=REDIS_URL_FILE))
 
 
 def rollout_commands(spec: WorkloadSpec) -> list[str]:
@@ -171,7 +184,13 @@ def _context(spec: WorkloadSpec, source: str, comment: str = "#") -> dict[str, A
         needs.append((spec.systemd.redis_server, "install Redis >= 7 (Debian: apt-get install redis-server)"))
     if spec.systemd.alert_webhook_file is not None:
         needs.append(("/usr/bin/curl", "the alert unit posts with curl (Debian: apt-get install curl)"))
+    worker_unit_env, worker_file_env = worker_environment(spec)
+    web_unit_env, web_file_env = web_environment(spec) if spec.web is not None else ({}, {})
     return {
+        "worker_unit_env": worker_unit_env,
+        "worker_file_env": worker_file_env,
+        "web_unit_env": web_unit_env,
+        "web_file_env": web_file_env,
         "header": header(source, comment).rstrip("\n"),
         "source": source,
         "spec": spec,
@@ -239,11 +258,13 @@ def build_files(spec: WorkloadSpec, source: str) -> list[RenderedFile]:
     files.append(RenderedFile(root / "units" / names.alert, _render("alert@.service.j2", context)))
     files.append(RenderedFile(root / "alert.sh", _render("alert.sh.j2", context)))
     files.append(
-        RenderedFile(root / "env" / "worker.env", _render("env.j2", context, tier="worker", env=worker_env_file(spec)))
+        RenderedFile(
+            root / "env" / "worker.env", _render("env.j2", context, tier="worker", env=context["worker_file_env"])
+        )
     )
     if spec.web is not None:
         files.append(
-            RenderedFile(root / "env" / "web.env", _render("env.j2", context, tier="web", env=web_env_file(spec)))
+            RenderedFile(root / "env" / "web.env", _render("env.j2", context, tier="web", env=context["web_file_env"]))
         )
     files.append(RenderedFile(root / "install.sh", _render("install.sh.j2", context), mode=0o755))
     readme_header = "<!-- " + header(source).removeprefix("# ").rstrip("\n") + " -->"
@@ -265,9 +286,8 @@ def prerequisites(spec: WorkloadSpec) -> list[str]:
         steps.append("Install Redis >= 7 (Debian: apt-get install redis-server); install.sh generates its password")
     else:
         steps.append(
-            f"Put the Redis URL into {where.credential_path(REDIS_URL_CREDENTIAL)} (root, mode 0600): "
-            f"install -d -m 0700 {where.config_path(CREDENTIALS_SUBDIR)} && "
-            f"install -m 0600 /dev/stdin {where.credential_path(REDIS_URL_CREDENTIAL)}"
+            f"On each host, put the Redis URL (redis:// or rediss://) into {where.redis_url_file} "
+            f"(root, mode 0600): install -m 0600 /dev/stdin {where.redis_url_file}"
         )
     if spec.systemd.alert_webhook_file is not None:
         steps.append(f"Put the alert webhook URL into {spec.systemd.alert_webhook_file} (root, mode 0600)")

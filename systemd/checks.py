@@ -194,10 +194,14 @@ def _secrets(spec: WorkloadSpec, files: list[SystemdFile]) -> Iterator[Finding]:
             name = assignment.split("=", 1)[0].strip()
             if any(word in name.upper() for word in SECRET_WORDS):
                 yield Finding("KS006", f.name, f"sets {name} in plain text; use LoadCredential=")
+    yield from _redis_url_from_credential(spec, files)
+
+
+def _redis_url_from_credential(spec: WorkloadSpec, files: list[SystemdFile]) -> Iterator[Finding]:
     where = layout(spec)
-    for name in (where.worker_template, where.web_unit if spec.web is not None else None):
-        unit = _unit(files, name) if name else None
-        if name is None or unit is None:
+    for name in [where.worker_template] + ([where.web_unit] if spec.web is not None else []):
+        unit = _unit(files, name)
+        if unit is None:
             continue
         wanted = f"{contract.ENV_REDIS_URL_FILE}=%d/{REDIS_URL_CREDENTIAL}"
         if wanted not in [a.strip('"') for a in unit.values("Service", "Environment")] or not any(

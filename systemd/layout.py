@@ -23,6 +23,8 @@ WEBHOOK_CREDENTIAL = "alert-webhook"
 @dataclass(frozen=True)
 class Layout:
     name: str
+    redis_url_file: str
+    """Host file the units load the Redis URL from (generated for local Redis, yours for external)."""
     venv: str
     config_dir: str
     unit_dir: str
@@ -87,10 +89,13 @@ class Layout:
 
 def layout(spec: WorkloadSpec) -> Layout:
     systemd = spec.systemd
+    config_dir = systemd.config_dir or f"/etc/{spec.name}"
+    external = spec.redis.url_secret.name if spec.redis.mode == "external" and spec.redis.url_secret else None
     return Layout(
         name=spec.name,
+        redis_url_file=external or posixpath.join(config_dir, CREDENTIALS_SUBDIR, REDIS_URL_CREDENTIAL),
         venv=systemd.venv or f"/opt/{spec.name}/venv",
-        config_dir=systemd.config_dir or f"/etc/{spec.name}",
+        config_dir=config_dir,
         unit_dir=systemd.unit_dir,
         health_port=spec.worker.health_port,
         replicas=spec.worker.replicas,

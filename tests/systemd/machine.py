@@ -154,6 +154,9 @@ class Machine:
     def sh(self, script: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return self.run("sh", "-c", script, check=check, timeout=timeout)
 
+    def write(self, path: str, text: str, mode: str = "0644") -> None:
+        self.run("install", "-D", "-m", mode, "/dev/stdin", path, stdin=text)
+
     def prop(self, unit: str, name: str) -> str:
         return self.run("systemctl", "show", "-P", name, unit).stdout.strip()
 

@@ -97,6 +97,11 @@ BAD = [
         "the rollout's surge instance, from worker.health_port), which include web.port 8082; move one of them",
     ),
     (
+        {"redis": {"mode": "external", "url_secret": {"name": "emails-redis"}}},
+        "killsafe:workload.redis.url_secret.name: emails-redis on systemd names the file on each host holding "
+        "the Redis URL (a credential), and must be an absolute path (starting with /)",
+    ),
+    (
         {"redis": {"mode": "in-cluster"}},
         "killsafe:workload.redis.mode: in-cluster is not available on target systemd; use one of local, external",
     ),

@@ -41,7 +41,7 @@ def variant(**systemd: Any) -> dict[str, Any]:
 def external_worker_only() -> dict[str, Any]:
     raw = vm_stack()
     workload = {k: v for k, v in raw["workload"].items() if k != "web"}
-    workload["redis"] = {"mode": "external", "url_secret": {"name": "ignored-on-vms"}}
+    workload["redis"] = {"mode": "external", "url_secret": {"name": "/etc/emails/redis-url"}}
     return {**raw, "workload": workload}
 
 
@@ -123,7 +123,7 @@ def test_the_units_carry_the_budget_the_hardening_and_no_secret():
     assert (
         service["MemoryMax"] == ["256M"] and service["MemoryHigh"] == ["230M"] and service["OOMPolicy"] == ["continue"]
     )
-    assert service["Environment"] == ["KILLSAFE_HEALTH_PORT=%i", "REDIS_URL_FILE=%d/redis-url", "PYTHONFAULTHANDLER=1"]
+    assert service["Environment"] == ["REDIS_URL_FILE=%d/redis-url", "KILLSAFE_HEALTH_PORT=%i", "PYTHONFAULTHANDLER=1"]
     assert service["LoadCredential"] == ["redis-url:/etc/emails/credentials/redis-url"]
     assert worker.sections["Unit"]["OnFailure"] == ["emails-alert@%n.service"]
     assert worker.sections["Unit"]["StartLimitBurst"] == ["5"]
