@@ -108,3 +108,17 @@ def test_the_vm_stack_without_hosts_says_what_to_add():
     run, _ = run_program("vm", stack_config("vm"))
     assert run.error is not None and "killsafe:workload.systemd.hosts is empty" in str(run.error)
     assert commands(run) == []
+
+
+def test_the_readme_example_runs_under_the_mocked_engine():
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = re.search(r"^## What the systemd target creates\n(.*?)(?=^## )", readme, re.S | re.M)
+    assert section
+    [block] = re.findall(r"```python\n(.*?)```", section.group(1), re.S)
+    run = run_under_mocks(lambda: exec(compile(block, "README.md", "exec"), {}))
+    assert run.error is None, run.error
+    assert run.monitor.one(COMMAND, "emails-10.0.1.12-install").inputs["create"].endswith("install.sh --no-start")
