@@ -51,7 +51,11 @@ else
   WORK=$(mktemp -d "$CACHE/.venv-build.XXXXXX")
   trap 'rm -rf "$WORK"' EXIT
   mkdir -p "$WORK/wheels" "$WORK/venv"
-  "$REPO/.tools/bin/uv" build --quiet --wheel --out-dir "$WORK/wheels" "$REPO/worker_image"
+  # Built from a copy (symlinks resolved: the contract is shared with components/), so no build/
+  # folder lands in the source tree.
+  mkdir -p "$WORK/src" && cp -rL "$REPO/worker_image/pyproject.toml" "$REPO/worker_image/src" "$WORK/src/"
+  rm -rf "$WORK/src/src/"*.egg-info
+  "$REPO/.tools/bin/uv" build --quiet --wheel --out-dir "$WORK/wheels" "$WORK/src"
   cp "$REPO/worker_image/requirements.lock" "$WORK/wheels/"
   # A private mount namespace: the binds vanish with it, the cached base is only read.
   unshare --mount --fork bash -euo pipefail -c '

@@ -1,1 +1,0 @@
-"""killsafe reference worker and web app."""
