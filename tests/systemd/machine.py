@@ -20,22 +20,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HIERARCHIES = ("unified", "systemd", "memory")
 BOOT_TIMEOUT = 60.0
 
 
-def _own_cgroup(hierarchy: str) -> Path:
-    """This process's cgroup folder in one hierarchy (from /proc/self/cgroup)."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        number, controllers, path = line.split(":", 2)
+def own_cgroups() -> list[Path]:
+    """This process's cgroup folder in each hierarchy nspawn uses: the unified one alone on a pure
+    cgroup v2 host; unified, name=systemd and memory (v1) on a hybrid one."""
+    lines = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return [Path("/sys/fs/cgroup") / path.lstrip("/") for number, _, path in lines if number == "0"]
+    found = []
+    for number, controllers, path in lines:
         names = controllers.split(",")
-        if (
-            (hierarchy == "unified" and number == "0")
-            or (hierarchy == "systemd" and "name=systemd" in names)
-            or hierarchy in names
-        ):
-            return Path("/sys/fs/cgroup", hierarchy) / path.lstrip("/")
-    raise RuntimeError(f"no {hierarchy} cgroup in /proc/self/cgroup")
+        if number == "0":
+            found.append(Path("/sys/fs/cgroup/unified") / path.lstrip("/"))
+        elif "name=systemd" in names:
+            found.append(Path("/sys/fs/cgroup/systemd") / path.lstrip("/"))
+        elif "memory" in names:
+            found.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/"))
+    return [folder for folder in found if folder.exists()]
 
 
 def _remove_cgroup(root: Path) -> None:
@@ -70,7 +73,7 @@ class Machine:
 
     def boot(self) -> float:
         started = time.monotonic()
-        self.cgroups = [_own_cgroup(h) / self.name for h in HIERARCHIES]
+        self.cgroups = [folder / self.name for folder in own_cgroups()]
         for folder in self.cgroups:
             folder.mkdir()
         procs = " ".join(str(folder / "cgroup.procs") for folder in self.cgroups)

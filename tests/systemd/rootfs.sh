@@ -41,7 +41,7 @@ else
   mv "$BASE.partial" "$BASE"
 fi
 
-VENV_KEY=$( { echo "$BASE_KEY $VENV_PATH"; cat "$REPO/worker_image/requirements.lock" "$REPO/worker_image/pyproject.toml";
+VENV_KEY=$( { echo "$BASE_KEY $VENV_PATH"; cat "$0" "$REPO/worker_image/requirements.lock" "$REPO/worker_image/pyproject.toml";
   find "$REPO/worker_image/src" -type f -name '*.py' -print0 | sort -z | xargs -0 cat; } | sha)
 VENV=$CACHE/systemd-venv-$VENV_KEY
 if [ -d "$VENV" ]; then
