@@ -165,3 +165,22 @@ def test_templates_refuse_a_missing_value():
 
     with pytest.raises(jinja2.UndefinedError):
         build._ENV.get_template("workers.target.j2").render(header="#")
+
+
+def test_acceptance_render_vm_then_verify_and_security(tmp_path: Path):
+    """Issue 10, acceptance 1, as written: `killsafe render --stack vm --out DIR`, then systemd's checks."""
+    rendered = subprocess.run(
+        [str(REPO / ".venv/bin/killsafe"), "render", "--stack", "vm", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    stack, units = config(vm_stack()), tmp_path / "systemd" / "units"
+    verify = in_install_layout(stack, units, "systemd-analyze", "verify", "--man=no", *unit_arguments(units))
+    assert (verify.returncode, verify.stderr) == (0, "")
+    for name in ("emails-web.service", "emails-worker@8080.service"):
+        security = in_install_layout(
+            stack, units, "systemd-analyze", "security", "--offline=true", "--threshold=20", name
+        )
+        assert security.returncode == 0, security.stdout  # --threshold is on a 0-100 scale: 20 = exposure 2.0
