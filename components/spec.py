@@ -11,7 +11,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from killsafe import contract
 
@@ -567,8 +575,160 @@ class EcsSpec(Strict):
         return days
 
 
+SYSTEMD_WORKER_MIN_MEMORY_MIB = 128
+"""Under MemoryMax the reference worker needs its idle RSS (~52 MiB), its jobs and the CPU sandbox child."""
+SYSTEMD_WEB_MIN_MEMORY_MIB = 96
+"""The reference web app (aiohttp) idles at ~45 MiB; below this MemoryMax kills it under load."""
+SYSTEMD_DEFAULT_WATCHDOG_SECONDS = 30
+"""The same tolerance as the Kubernetes liveness probe (3 failures x 10 s)."""
+
+UNIT_NAME_PATTERN = (
+    r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?"
+    r"\.(service|socket|target|mount|automount|swap|path|timer|slice|scope|device)$"
+)
+"""A systemd unit name (systemd.unit(5)): name[@instance].type, at most 255 characters."""
+USER_NAME_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(value: str) -> str:
+    """Refuse what no systemd unit line or environment file can hold."""
+    if "\n" in value or "\r" in value:
+        raise ValueError("contains a newline; every systemd setting is one line, remove it")
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("contains a control character; remove it")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    one_line(value)
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path (starting with /)")
+    if "%" in value:
+        raise ValueError("contains '%', which systemd reads as a specifier (%i, %h, ...); use a path without it")
+    if re.search(r"\s", value):
+        raise ValueError("contains whitespace; use a path without spaces")
+    return value
+
+
+def _unit_name(value: str) -> str:
+    one_line(value)
+    if len(value) > 255 or not re.match(UNIT_NAME_PATTERN, value):
+        raise ValueError(
+            "is not a systemd unit name; use name.service, name@instance.service, name.target ... "
+            "(letters, digits and :_.-\\ only, see systemd.unit(5))"
+        )
+    return value
+
+
+def _user_name(value: str) -> str:
+    one_line(value)
+    if not re.match(USER_NAME_PATTERN, value):
+        raise ValueError("is not a system user name; use lowercase letters, digits, '_' and '-', e.g. emails")
+    if value == "root":
+        raise ValueError("runs everything as root; use an unprivileged user, or omit user for a dynamic one")
+    return value
+
+
+def _login_name(value: str) -> str:
+    one_line(value)
+    if not re.match(USER_NAME_PATTERN, value):
+        raise ValueError("is not a user name; use lowercase letters, digits, '_' and '-', e.g. deploy")
+    return value
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+LoginName = Annotated[str, AfterValidator(_login_name)]
+UnitName = Annotated[str, AfterValidator(_unit_name)]
+UserName = Annotated[str, AfterValidator(_user_name)]
+BindAddress = Annotated[str, StringConstraints(pattern=r"^-?[0-9A-Fa-f:.*]+$")]
+
+
+class LoadBalancerSpec(Strict):
+    """A load balancer in front of the web units: taken out of it before SIGTERM, put back after start."""
+
+    deregister_command: Command = Field(
+        description="run before the web process gets SIGTERM (ExecStop=), then web.prestop_seconds pass "
+        "so in-flight connections move away; e.g. a call to your load balancer's API",
+        examples=[["/usr/local/bin/lb", "drain", "emails-web"]],
+    )
+    register_command: Command | None = Field(
+        default=None,
+        description="run once the web process started (ExecStartPost=); omit when the load balancer's "
+        "health check on /readyz brings the host back by itself",
+    )
+
+
+class HostSpec(Strict):
+    """A VM that SystemdWorkload installs the rendered units on over SSH."""
+
+    address: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:-]{1,253}$")] = Field(
+        description="hostname or IP address (also the scrape target's host)", examples=["10.0.1.12"]
+    )
+    ssh_user: LoginName = Field(default="root", description="SSH login: root, or a user that may run systemctl")
+    ssh_port: int = Field(default=22, ge=1, le=65_535, description="SSH port")
+
+
 class SystemdSpec(Strict):
     """systemd-only settings (VMs)."""
+
+    hosts: list[HostSpec] = Field(
+        default_factory=list,
+        description="VMs `pulumi up` installs on over SSH, one after the other (render needs none; "
+        "they are also the scrape targets)",
+    )
+    ssh_private_key_file: str | None = Field(
+        default=None,
+        description="pulumi up: the SSH private key file for the hosts (default: the SSH agent, SSH_AUTH_SOCK)",
+    )
+
+    venv: AbsolutePath | None = Field(
+        default=None,
+        description="virtualenv holding the app (killsafe-worker/killsafe-web or yours): a command that "
+        "is not an absolute path runs from its bin/ (default: /opt/<name>/venv)",
+    )
+    config_dir: AbsolutePath | None = Field(
+        default=None,
+        description="where install.sh puts the environment files, redis.conf and the credentials "
+        "(default: /etc/<name>)",
+    )
+    unit_dir: AbsolutePath = Field(default="/etc/systemd/system", description="where install.sh puts the units")
+    user: UserName | None = Field(
+        default=None,
+        description="run web and worker as this existing system user (default: a dynamic user per unit, "
+        "DynamicUser=yes, which owns nothing on disk)",
+    )
+    after: list[UnitName] = Field(
+        default_factory=list,
+        description="units web and worker start after and want (e.g. postgresql.service); stopping "
+        "happens in reverse order",
+        examples=[["postgresql.service"]],
+    )
+    watchdog_seconds: int = Field(
+        default=SYSTEMD_DEFAULT_WATCHDOG_SECONDS,
+        ge=2,
+        le=3600,
+        description="WatchdogSec of the workers: the worker pings only while live (event loop running, "
+        "jobs consumed when they wait), so systemd restarts it this long after it stopped consuming",
+    )
+    alert_webhook_file: AbsolutePath | None = Field(
+        default=None,
+        description="file on the host holding a webhook URL the alert unit POSTs to when a unit fails "
+        "(read as a credential, never in a unit); without it the alert is logged at priority crit",
+    )
+    load_balancer: LoadBalancerSpec | None = Field(
+        default=None,
+        description="declare the load balancer in front of the web units so a stop takes the host out of it first",
+    )
+    redis_bind: Annotated[list[BindAddress], Field(min_length=1)] = Field(
+        default_factory=lambda: ["127.0.0.1", "-::1"],
+        description="redis mode local: addresses Redis listens on (its `bind`; a leading '-' skips an "
+        "address the host lacks)",
+    )
+    redis_port: int = Field(default=contract.REDIS_PORT, ge=1, le=65_535, description="redis mode local: port")
+    redis_server: AbsolutePath = Field(
+        default="/usr/bin/redis-server", description="redis mode local: the redis-server binary (Redis >= 7)"
+    )
 
 
 class WorkloadSpec(Strict):
@@ -672,6 +832,8 @@ class StackConfig(Strict):
                     "checkpoint them, or deploy this worker to Kubernetes",
                 )
             _fits_ecs(self.workload)
+        if self.target == "systemd":
+            _fits_systemd(self.workload)
         return self
 
 
@@ -740,6 +902,81 @@ def _fits_ecs(workload: WorkloadSpec) -> None:
             "(arn:aws:secretsmanager:<region>:<account>:secret:<name>-AbCdEf), a JSON secret whose key "
             f"{redis.url_secret.key!r} holds the Redis URL, so only that secret is readable by the tasks",
         )
+
+
+def _fits_systemd(workload: WorkloadSpec) -> None:
+    """What a VM needs beyond the spec's own rules: MemoryMax the processes survive, a health port per
+    worker instance, and values a unit file or environment file can hold (one line each)."""
+    worker, web = workload.worker, workload.web
+    if worker.memory_mib < SYSTEMD_WORKER_MIN_MEMORY_MIB:
+        raise FieldError(
+            ("workload", "worker", "memory_mib"),
+            worker.memory_mib,
+            f"is below the {SYSTEMD_WORKER_MIN_MEMORY_MIB} MiB the worker needs under systemd's MemoryMax "
+            "(idle RSS ~52 MiB, plus its jobs and the CPU sandbox); raise it to at least "
+            f"{SYSTEMD_WORKER_MIN_MEMORY_MIB}",
+        )
+    if web is not None and web.memory_mib < SYSTEMD_WEB_MIN_MEMORY_MIB:
+        raise FieldError(
+            ("workload", "web", "memory_mib"),
+            web.memory_mib,
+            f"is below the {SYSTEMD_WEB_MIN_MEMORY_MIB} MiB the web app needs under systemd's MemoryMax; "
+            f"raise it to at least {SYSTEMD_WEB_MIN_MEMORY_MIB}",
+        )
+    ports = range(worker.health_port, worker.health_port + worker.replicas + 1)  # + the rollout's surge instance
+    if ports[-1] > 65_535:
+        raise FieldError(
+            ("workload", "worker", "replicas"),
+            worker.replicas,
+            f"instances get health ports {ports[0]}-{ports[-1]}, past 65535; lower worker.health_port or replicas",
+        )
+    taken = {"web.port": web.port if web is not None else None}
+    if workload.redis.mode == "local":
+        taken["systemd.redis_port"] = workload.systemd.redis_port
+    for owner, port in taken.items():
+        if port is not None and port in ports:
+            raise FieldError(
+                ("workload", "worker", "replicas"),
+                worker.replicas,
+                f"instances get health ports {ports[0]}-{ports[-1]} (one per instance and one for the "
+                f"rollout's surge instance, from worker.health_port), which include {owner} {port}; move one of them",
+            )
+    commands: list[tuple[tuple[str, ...], list[str]]] = [(("worker", "command"), worker.command)]
+    if web is not None:
+        commands.append((("web", "command"), web.command))
+    balancer = workload.systemd.load_balancer
+    if balancer is not None:
+        commands.append((("systemd", "load_balancer", "deregister_command"), balancer.deregister_command))
+        if balancer.register_command is not None:
+            commands.append((("systemd", "load_balancer", "register_command"), balancer.register_command))
+    for loc, command in commands:
+        for index, argument in enumerate(command):
+            _one_line_field(("workload", *loc, str(index)), argument)
+        if "/" in command[0] and not command[0].startswith("/"):
+            raise FieldError(
+                ("workload", *loc, "0"),
+                command[0],
+                "is a relative path; use a program name (run from systemd.venv's bin/) or an absolute path",
+            )
+    for name, value in workload.env.items():
+        _one_line_field(("workload", "env", name), value)
+    url_secret = workload.redis.url_secret
+    if url_secret is not None:
+        try:
+            _absolute_path(url_secret.name)
+        except ValueError as err:
+            raise FieldError(
+                ("workload", "redis", "url_secret", "name"),
+                url_secret.name,
+                f"on systemd names the file on each host holding the Redis URL (a credential), and {err}",
+            ) from None
+
+
+def _one_line_field(loc: tuple[str, ...], value: str) -> None:
+    try:
+        one_line(value)
+    except ValueError as err:
+        raise FieldError(loc, value, str(err)) from None
 
 
 class _Missing:

@@ -61,11 +61,16 @@ def test_rerender_replaces_stale_files_but_never_foreign_ones(tmp_path: Path) ->
     assert {p.name: p.read_text() for p in (tmp_path / "kubernetes").iterdir()} == before
 
 
-def test_render_for_an_unimplemented_target_writes_nothing(tmp_path: Path) -> None:
-    result = run("render", "--stack", "dev", "--out", str(tmp_path), "--target", "systemd")
-    assert result.returncode == 2
-    assert "target systemd is not implemented yet" in result.stderr
-    assert not tmp_path.joinpath("systemd").exists() and not tmp_path.joinpath("kubernetes").exists()
+def test_render_for_another_target_revalidates_the_stack_and_writes_nothing_on_error(tmp_path: Path) -> None:
+    """--target applies that target's rules: in-cluster Redis does not exist on ECS or systemd."""
+    for target in ("ecs", "systemd"):
+        result = run("render", "--stack", "dev", "--out", str(tmp_path), "--target", target)
+        assert result.returncode == 2
+        assert (
+            f"stacks/Pulumi.dev.yaml (rendered with --target {target}): killsafe:workload.redis.mode: in-cluster "
+            f"is not available on target {target}"
+        ) in result.stderr
+    assert list(tmp_path.iterdir()) == []
     bogus = run("render", "--stack", "dev", "--out", str(tmp_path), "--target", "nomad")
     assert bogus.returncode == 2 and "--target nomad is not one of kubernetes, ecs, systemd" in bogus.stderr
 

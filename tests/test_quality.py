@@ -17,9 +17,13 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_strict_clean(tmp_path: Path) -> None:
-    # components/ is installed as `killsafe` through setuptools' editable import hook, which mypy
-    # cannot follow; a symlinked package folder gives mypy the real import name.
-    (tmp_path / "killsafe").symlink_to(REPO / "components")
+    # components/ is installed as `killsafe` (and systemd/ as `killsafe.systemd`) through setuptools'
+    # editable import hook, which mypy cannot follow; a folder of symlinks gives mypy the real names.
+    package = tmp_path / "killsafe"
+    package.mkdir()
+    for entry in (REPO / "components").iterdir():
+        (package / entry.name).symlink_to(entry)
+    (package / "systemd").symlink_to(REPO / "systemd")
     env = {**os.environ, "MYPYPATH": f"{tmp_path}{os.pathsep}{REPO / 'worker_image' / 'src'}"}
     result = subprocess.run(
         [str(BIN / "mypy"), "--cache-dir", str(tmp_path / "cache"), "-p", "killsafe", "-p", "killsafe_worker"],

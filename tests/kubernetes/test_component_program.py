@@ -129,12 +129,3 @@ def test_other_keys_of_the_stack_are_left_to_their_owners() -> None:
     assert run.error is None
 
 
-def test_targets_not_implemented_yet_name_the_config_path() -> None:
-    systemd = stack_config("dev")
-    systemd["killsafe:target"] = "systemd"
-    systemd["killsafe:workload"]["redis"] = {"mode": "local"}
-    for target, config in (("systemd", systemd),):  # ecs: tests/ecs/test_ecs_program.py
-        run, _ = run_program("dev", config)
-        assert isinstance(run.error, pulumi.RunError), target
-        assert f"stacks/Pulumi.dev.yaml: killsafe:target: {target} is not implemented" in str(run.error)
-        assert run.monitor.registrations == []
