@@ -38,7 +38,7 @@ def test_each_probe_is_documented_with_its_derived_timing() -> None:
     text = _flat(_section("Probes", "###"))
     for probe in ("| startup | `GET /livez` |", "| readiness | `GET /readyz` |", "| liveness | `GET /livez` |"):
         assert probe in text
-    assert "never waits for Redis" in text and "never restarts them" in text
+    assert "never waits for Redis" in text and "never restart a pod because Redis is down" in text
     worker = container(build_manifests(stack_spec("staging")), "Deployment", "emails-worker")
     assert f"every {worker['startupProbe']['periodSeconds']} s" in text
     assert f"max({probes.STARTUP_MIN_WINDOW_SECONDS} s, {probes.STARTUP_CPU_SECONDS:g} CPU-seconds" in text
