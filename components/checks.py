@@ -74,5 +74,31 @@ class RuleSet:
         return findings
 
 
+WORKER_BASELINE_MIB = 64
+"""The reference worker's own memory before any job (53 MiB measured idle in a memory cgroup, rounded up)."""
+MIN_MIB_PER_JOB = 40
+"""Memory each in-flight job can plausibly need: a job run in a child process (the `cpu` handler's
+sandbox) took 35 MiB per child measured, before any data of its own."""
+
+
+def memory_per_job_warning(rule: str, obj: str, memory_mib: int, jobs_in_flight: int) -> Finding | None:
+    """A warning when `memory_mib` leaves under MIN_MIB_PER_JOB per in-flight job after the worker's
+    baseline. Past the limit the kernel OOM-kills the container, and on cgroup v2 (memory.oom.group)
+    that kills the worker and every job in flight, not just the one that grew."""
+    per_job = (memory_mib - WORKER_BASELINE_MIB) / jobs_in_flight
+    if per_job >= MIN_MIB_PER_JOB:
+        return None
+    needed = WORKER_BASELINE_MIB + MIN_MIB_PER_JOB * jobs_in_flight
+    return Finding(
+        rule,
+        obj,
+        f"{memory_mib} MiB for {jobs_in_flight} jobs in flight leaves {max(per_job, 0):.0f} MiB per job after "
+        f"the worker's ~{WORKER_BASELINE_MIB} MiB (a job in a child process alone takes ~35 MiB); one job over "
+        f"the limit gets the whole container OOM-killed, every in-flight job with it. Give the worker at "
+        f"least {needed} MiB or lower concurrency_per_queue",
+        level="warning",
+    )
+
+
 def errors(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.level == "error"]

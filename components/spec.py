@@ -8,6 +8,7 @@ checked on `StackConfig`, which knows the target.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -55,6 +56,34 @@ K8sLabelKey = Annotated[
 K8sLabelValue = Annotated[
     str, StringConstraints(pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$", max_length=63)
 ]
+COMMAND_MEANING = (
+    "with Docker CMD semantics: the image's ENTRYPOINT (dumb-init in the reference image) runs it, so "
+    "Kubernetes gets it as `args`"
+)
+ENTRYPOINT_MEANING = (
+    "replaces the image's ENTRYPOINT (Kubernetes `command`); leave it unset so the image's init "
+    "(dumb-init: signal forwarding, zombie reaping) stays PID 1"
+)
+
+
+DEFAULT_REDIS_IMAGE = "docker.io/library/redis:7.2.16-alpine"
+"""The newest Redis 7.2 patch release (7.2 is the last BSD-licensed line; its patches carry the Lua
+CVE fixes, e.g. CVE-2025-49844 in 7.2.11). Bump it with each patch release; pin a digest in stacks."""
+
+
+def pinned_image(image: str, example: str) -> str:
+    """An image reference every replica resolves to the same code: a tag that is not `latest`, or a digest."""
+    if re.search(r"\s", image):
+        raise ValueError(f"an image reference has no whitespace; e.g. {example}")
+    if "@sha256:" in image:
+        return image
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        tag = example.rsplit(":", 1)[-1]
+        raise ValueError(f"pin a tag or digest so every replica runs the same code, e.g. {image}:{tag}")
+    if last.endswith(":latest"):
+        raise ValueError(f"'latest' is not a version; pin a tag or digest, e.g. {example}")
+    return image
 
 
 class Strict(BaseModel):
@@ -107,13 +136,28 @@ class RedisSpec(Strict):
         "autoscaler of these queues must use the same one",
     )
     image: Annotated[str, StringConstraints(min_length=1)] = Field(
-        default="redis:7.2.5-alpine", description="in-cluster Redis image (pinned tag or digest)"
+        default=DEFAULT_REDIS_IMAGE,
+        description="in-cluster Redis image, fully qualified, pulled IfNotPresent so a Redis restart never "
+        "waits on the registry; pin a digest too (image:tag@sha256:...), which is recommended",
     )
     memory_mib: int = Field(default=256, ge=64, le=262_144, description="in-cluster Redis memory limit")
     cpu_millicores: int = Field(default=250, ge=10, le=64_000, description="in-cluster Redis CPU")
     storage_gib: int = Field(default=1, ge=1, le=16_384, description="in-cluster Redis AOF volume size")
     storage_class: str | None = Field(default=None, description="in-cluster PVC storageClassName")
     exporter: RedisExporterSpec = Field(default_factory=RedisExporterSpec)
+
+    @field_validator("image")
+    @classmethod
+    def _qualified_pinned_image(cls, image: str) -> str:
+        pinned_image(image, DEFAULT_REDIS_IMAGE)
+        first, _, rest = image.partition("/")
+        if not rest or not ("." in first or ":" in first or first == "localhost"):
+            name = image if rest else f"library/{image}"
+            raise ValueError(
+                f"is a short name, which CRI-O refuses and other runtimes resolve by their own search "
+                f"list; name the registry, e.g. docker.io/{name}"
+            )
+        return image
 
     @model_validator(mode="after")
     def _url_secret_matches_mode(self) -> RedisSpec:
@@ -144,8 +188,11 @@ class WebSpec(Strict):
     """The HTTP tier that enqueues jobs. Omit the block for a worker-only workload."""
 
     command: Command = Field(
-        default_factory=lambda: ["killsafe-web"], examples=[["killsafe-web"]], description="web process command"
+        default_factory=lambda: ["killsafe-web"],
+        examples=[["killsafe-web"]],
+        description=f"web process command, {COMMAND_MEANING}",
     )
+    entrypoint: Command | None = Field(default=None, description=f"web only: {ENTRYPOINT_MEANING}")
     port: int = Field(default=contract.WEB_PORT, ge=1024, le=65_535, description="container port")
     replicas: int = Field(default=2, ge=0, le=1000, description="web pods/tasks")
     memory_mib: int = Field(default=256, ge=32, le=262_144, description="memory request = limit, MiB")
@@ -206,8 +253,9 @@ class WorkerSpec(Strict):
     command: Command = Field(
         default_factory=lambda: ["killsafe-worker"],
         examples=[["killsafe-worker"]],
-        description="worker process command",
+        description=f"worker process command, {COMMAND_MEANING}",
     )
+    entrypoint: Command | None = Field(default=None, description=f"worker only: {ENTRYPOINT_MEANING}")
     queues: Annotated[list[QueueName], Field(min_length=1)] = Field(
         examples=[["emails"]], description="queues the workers consume"
     )
@@ -403,16 +451,138 @@ class KedaRedisSecret(Strict):
     tls: bool = Field(default=False, description="connect with TLS (rediss)")
 
 
+_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY_PATTERN = rf"^({_DNS_SUBDOMAIN}/)?{_LABEL_NAME}$"
+"""A Kubernetes label key: an optional DNS subdomain prefix and a name of up to 63 characters."""
+LABEL_VALUE_PATTERN = rf"^({_LABEL_NAME})?$"
+Labels = dict[
+    Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)],
+    Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)],
+]
+Port = Annotated[int, Field(ge=1, le=65_535)]
+AppTier = Literal["web", "worker"]
+KUBERNETES_MIN_SUPPORTED = (1, 27)
+"""PodDisruptionBudget unhealthyPodEvictionPolicy, topologySpread matchLabelKeys and the StatefulSet's
+PVC retention policy are on by default from 1.27."""
+KUBERNETES_PRESTOP_SLEEP = (1, 30)
+"""The kubelet's preStop `sleep` action (the web tier's stop delay; the image has no shell) is on by
+default from 1.30."""
+KUBERNETES_DEFAULT_MIN_VERSION = "1.30"
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as err:
+        raise ValueError(f"is not a CIDR ({err}); write e.g. 10.0.0.0/8 or 2001:db8::/32") from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+class NetworkPeer(Strict):
+    """One source or destination for a NetworkPolicy rule: address blocks, or pods and namespaces by label.
+
+    `cidrs` (with `except_cidrs`) excludes the selectors. `pod_labels` alone means pods in the
+    workload's own namespace; with `namespace` or `namespace_labels` ({} = every namespace), those pods
+    in those namespaces. List both 0.0.0.0/0 and ::/0 to mean every address on a dual-stack cluster.
+    """
+
+    cidrs: list[Cidr] = Field(default_factory=list, description="address blocks, IPv4 or IPv6")
+    except_cidrs: list[Cidr] = Field(
+        default_factory=list, description="blocks inside `cidrs` to leave out (e.g. the cloud metadata address)"
+    )
+    namespace: DnsLabel | None = Field(default=None, description="a namespace by name")
+    namespace_labels: Labels | None = Field(default=None, description="namespaces by label ({} = all)")
+    pod_labels: Labels | None = Field(default=None, description="pods by label")
+
+    @model_validator(mode="after")
+    def _one_kind_of_peer(self) -> NetworkPeer:
+        selects = self.namespace is not None or self.namespace_labels is not None or self.pod_labels is not None
+        if self.cidrs and selects:
+            raise FieldError(
+                ("cidrs",),
+                self.cidrs,
+                "cannot be combined with namespace/namespace_labels/pod_labels in one entry (a "
+                "NetworkPolicy peer is either an ipBlock or selectors); make two entries",
+            )
+        if not self.cidrs and not selects:
+            raise FieldError(
+                (),
+                MISSING,
+                "needs cidrs or a selector (namespace, namespace_labels or pod_labels)",
+            )
+        if self.namespace is not None and self.namespace_labels is not None:
+            raise FieldError(
+                ("namespace_labels",),
+                self.namespace_labels,
+                "cannot be combined with namespace; use one of them",
+            )
+        for excluded in self.except_cidrs:
+            if not any(cidr_within(excluded, block) for block in self.cidrs):
+                raise FieldError(
+                    ("except_cidrs",),
+                    excluded,
+                    f"lies outside every entry of cidrs ({', '.join(self.cidrs) or 'none'}); an except block "
+                    "must be inside a cidr of the same IP family",
+                )
+        return self
+
+
+def cidr_within(inner: str, outer: str) -> bool:
+    """Whether block `inner` lies inside `outer` (False across IP families)."""
+    a, b = ipaddress.ip_network(inner), ipaddress.ip_network(outer)
+    return a.version == b.version and a.subnet_of(b)  # type: ignore[arg-type]
+
+
+class EgressRule(NetworkPeer):
+    """Extra egress for a tier beyond DNS and Redis (SMTP relays, HTTPS APIs, other services)."""
+
+    ports: Annotated[list[Port], Field(min_length=1)] = Field(description="destination ports", examples=[[443, 587]])
+    protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="protocol of those ports")
+    tiers: Annotated[list[AppTier], Field(min_length=1)] = Field(
+        default_factory=lambda: list[AppTier](["worker"]),
+        description="which pods get this egress (handlers run in the worker)",
+    )
+
+
+class DnsSpec(Strict):
+    """The cluster DNS: the only place app pods may send DNS queries to."""
+
+    namespace: DnsLabel = Field(default="kube-system", description="namespace of the cluster DNS pods")
+    pod_labels: Labels = Field(
+        default_factory=lambda: {"k8s-app": "kube-dns"},
+        description="labels of the cluster DNS pods (CoreDNS keeps k8s-app: kube-dns)",
+    )
+    cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="extra DNS server addresses, e.g. NodeLocal DNSCache's 169.254.20.10/32",
+    )
+    port: Port = Field(default=53, description="DNS port on those pods (OpenShift's DNS pods listen on 5353)")
+
+
 class KubernetesSpec(Strict):
     """Kubernetes-only settings."""
 
     namespace: DnsLabel = Field(default="default", description="namespace for every object")
+    min_version: str = Field(
+        default=KUBERNETES_DEFAULT_MIN_VERSION,
+        description="oldest Kubernetes (MAJOR.MINOR) the manifests must run on: 1.30+ for the web preStop "
+        "sleep; 1.27-1.29 only with web.prestop_seconds: 0 (see README, Older clusters)",
+    )
     network_policies: bool = Field(default=True, description="opt-out for the NetworkPolicies")
     pod_disruption_budgets: bool = Field(default=True, description="opt-out for the PodDisruptionBudgets")
     create_namespace: bool = Field(
         default=True,
         description="emit the Namespace (labelled Pod Security 'restricted'); false when it is managed "
         "elsewhere. Ignored for namespace default",
+    )
+    protect_data: bool = Field(
+        default=True,
+        description="Pulumi: protect the Namespace and the in-cluster Redis StatefulSet, so a destroy, a "
+        "namespace rename or a storage_gib change stops with an error instead of deleting the queue's "
+        "volume; false for throwaway stacks (not applied with render_yaml_to_directory)",
     )
     monitoring_namespace: DnsLabel = Field(
         default="monitoring",
@@ -445,11 +615,46 @@ class KubernetesSpec(Strict):
         description="worker.autoscaling with redis mode external: the Secret KEDA reads the Redis address "
         "and password from",
     )
-    external_redis_ports: Annotated[list[Annotated[int, Field(ge=1, le=65_535)]], Field(min_length=1)] = Field(
+    web_ingress_from: list[NetworkPeer] = Field(
+        default_factory=lambda: [{"namespace": "ingress-nginx"}],
+        validate_default=True,
+        description="who may reach the web port (default: the ingress-nginx namespace); [] = nobody; "
+        "cidrs for load balancers that send from their own addresses",
+    )
+    egress: list[EgressRule] = Field(
+        default_factory=list,
+        description="egress beyond DNS and Redis, e.g. {cidrs: [0.0.0.0/0, '::/0'], ports: [443]} (default: none)",
+    )
+    dns: DnsSpec = Field(default_factory=DnsSpec)
+    external_redis_ports: Annotated[list[Port], Field(min_length=1)] = Field(
         default_factory=lambda: [contract.REDIS_PORT],
         description="redis mode external: TCP ports the NetworkPolicies let web and worker reach "
         "(the address is unknown, so any address on these ports)",
     )
+    priority_class_name: DnsLabel | None = Field(
+        default=None,
+        description="PriorityClass for every pod (create it first), for clusters that preempt",
+    )
+
+    @field_validator("min_version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        version = kubernetes_version(value)
+        if version < KUBERNETES_MIN_SUPPORTED:
+            oldest = ".".join(map(str, KUBERNETES_MIN_SUPPORTED))
+            raise ValueError(
+                f"is older than {oldest}, the oldest Kubernetes killsafe supports (PodDisruptionBudget "
+                "unhealthyPodEvictionPolicy, topology spread matchLabelKeys); upgrade the cluster"
+            )
+        return value
+
+
+def kubernetes_version(value: str) -> tuple[int, int]:
+    """`"1.30"` -> (1, 30); anything else is an error naming the expected form."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)", value)
+    if match is None:
+        raise ValueError("is not a Kubernetes MAJOR.MINOR version; write e.g. 1.30")
+    return int(match.group(1)), int(match.group(2))
 
 
 AwsRegion = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")]
@@ -752,16 +957,25 @@ class WorkloadSpec(Strict):
     @field_validator("image")
     @classmethod
     def _pinned_image(cls, image: str) -> str:
-        if re.search(r"\s", image):
-            raise ValueError("an image reference has no whitespace; e.g. ghcr.io/acme/emails:1.4.2")
-        if "@sha256:" in image:
-            return image
-        last = image.rsplit("/", 1)[-1]
-        if ":" not in last:
-            raise ValueError(f"pin a tag or digest so every replica runs the same code, e.g. {image}:1.4.2")
-        if last.endswith(":latest"):
-            raise ValueError("'latest' is not a version; pin a tag or digest, e.g. ghcr.io/acme/emails:1.4.2")
-        return image
+        return pinned_image(image, "ghcr.io/acme/emails:1.4.2")
+
+    @model_validator(mode="after")
+    def _kubernetes_version_fits(self) -> WorkloadSpec:
+        minimum = self.kubernetes.min_version
+        if (
+            self.web is not None
+            and self.web.prestop_seconds > 0
+            and kubernetes_version(minimum) < KUBERNETES_PRESTOP_SLEEP
+        ):
+            needed = ".".join(map(str, KUBERNETES_PRESTOP_SLEEP))
+            raise FieldError(
+                ("kubernetes", "min_version"),
+                minimum,
+                f"is older than {needed}, which the web tier's preStop sleep (web.prestop_seconds: "
+                f"{self.web.prestop_seconds}) needs; upgrade the cluster, or set web.prestop_seconds: 0 "
+                "(no stop delay: see README, Older clusters)",
+            )
+        return self
 
     @field_validator("env")
     @classmethod

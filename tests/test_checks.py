@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from killsafe.checks import errors
 from killsafe.config import load_stack
 from killsafe.kubernetes.build import build_manifests
 from killsafe.kubernetes.checks import RULES, check_kubernetes
@@ -45,6 +46,16 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[Manifest]], None]]] = {
     "no startup probe": (
         "KS002",
         lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0].pop("startupProbe"),
+    ),
+    "startup probe waits on redis": (
+        "KS002",
+        lambda ms: _worker(ms)["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["httpGet"].update(
+            path="/readyz"
+        ),
+    ),
+    "memory too small for the jobs in flight": (
+        "KS003",
+        lambda ms: _set_env(ms, "KILLSAFE_CONCURRENCY_PER_QUEUE", "100"),
     ),
     "no memory limit": (
         "KS003",
@@ -107,6 +118,13 @@ def test_rule_fires_on_unsafe_variant(case: str) -> None:
     mutate(manifests)
     findings = check_kubernetes(SPEC, manifests)
     assert {f.rule for f in findings} == {rule}, findings
+
+
+def test_memory_per_job_is_a_warning_not_an_error() -> None:
+    manifests = copy.deepcopy(build_manifests(SPEC))
+    _set_env(manifests, "KILLSAFE_CONCURRENCY_PER_QUEUE", "100")
+    [finding] = check_kubernetes(SPEC, manifests)
+    assert finding.level == "warning" and errors([finding]) == []
 
 
 def test_every_rule_has_a_mutation() -> None:

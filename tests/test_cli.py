@@ -82,6 +82,37 @@ def test_check_example_stacks_clean(stack: str) -> None:
     assert f"killsafe check: stack {stack} is clean" in result.stdout
 
 
+def test_check_warns_about_memory_per_job_but_passes(tmp_path: Path) -> None:
+    """Issue 7.5: a warning prints and exits 0 (only errors fail the check)."""
+    document = yaml.safe_load((STACKS / "Pulumi.prod.yaml").read_text())
+    document["config"]["killsafe:workload"]["worker"]["memory_mib"] = 768
+    (tmp_path / "Pulumi.small.yaml").write_text(yaml.safe_dump(document))
+    result = run("check", "--stack", "small", "--stacks-dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "KS003 (warning) Deployment/emails-worker: 768 MiB for 20 jobs in flight" in result.stdout
+    assert "killsafe check: stack small is clean" in result.stdout and "1 warning(s)" in result.stdout
+
+
+def test_render_dev_shows_args_cluster_dns_and_a_web_ingress_source(tmp_path: Path) -> None:
+    """Issue 7 acceptance, on the files `killsafe render --stack dev` writes."""
+    assert run("render", "--stack", "dev", "--out", str(tmp_path)).returncode == 0
+    objects = [yaml.safe_load(f.read_text()) for f in sorted((tmp_path / "kubernetes").glob("*.yaml"))]
+    for deployment in (m for m in objects if m["kind"] == "Deployment"):
+        [c] = deployment["spec"]["template"]["spec"]["containers"]
+        assert "command" not in c and c["args"], deployment["metadata"]["name"]
+    policies = {m["metadata"]["name"]: m["spec"] for m in objects if m["kind"] == "NetworkPolicy"}
+    for tier in ("emails-web", "emails-worker"):
+        [dns] = [rule for rule in policies[tier]["egress"] if {"protocol": "UDP", "port": 53} in rule["ports"]]
+        assert dns["to"] == [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ]
+    [ingress] = policies["emails-web"]["ingress"]
+    assert ingress["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+
+
 def test_check_finds_hand_edits_in_rendered_files(tmp_path: Path) -> None:
     assert run("render", "--stack", "staging", "--out", str(tmp_path)).returncode == 0
     assert run("check", "--stack", "staging", "--manifests", str(tmp_path / "kubernetes")).returncode == 0

@@ -1,7 +1,11 @@
 """What the web and worker tiers share: one image, the same container shape, the same Deployment shell.
 
-Each tier adds only what differs (its command, env, port, probes' port, preStop, grace period), so a
+Each tier adds only what differs (its command, env, port, probes, preStop, grace period), so a
 change to how app pods get the Redis credentials, /tmp, spreading or rollouts is made once.
+
+The spec's `command` has Docker CMD semantics and becomes the container's `args`: the image's
+ENTRYPOINT (dumb-init in the reference image) stays PID 1, forwards SIGTERM from the first moment and
+reaps orphans. Only an explicit `entrypoint` in the spec becomes `command` (replacing the ENTRYPOINT).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from killsafe.kubernetes import pods
 from killsafe.kubernetes.app_env import REDIS_URL_FILE_NAME
 from killsafe.kubernetes.credentials import redis_secret_name, redis_url_secret_key
 from killsafe.kubernetes.labels import object_meta, selector_labels, workload_labels
+from killsafe.kubernetes.probes import ProbeSet
 from killsafe.spec import WorkloadSpec
 
 Tier = Literal["web", "worker"]
@@ -22,21 +27,25 @@ def app_container(
     tier: Tier,
     *,
     command: list[str],
+    entrypoint: list[str] | None,
     env: dict[str, str],
     port_name: str,
-    port: int,
+    probes: ProbeSet,
     memory_mib: int,
     cpu_millicores: int,
 ) -> dict[str, Any]:
-    """The tier's container from the workload image: probes on `port`, Redis URL as a mounted file."""
+    """The tier's container from the workload image: probes on their port, Redis URL as a mounted file."""
+    process: dict[str, list[str]] = {"args": list(command)}
+    if entrypoint is not None:
+        process = {"command": list(entrypoint), **process}
     return {
         "name": tier,
         "image": spec.image,
         "imagePullPolicy": pods.image_pull_policy(spec.image),
-        "command": list(command),
+        **process,
         "env": pods.env_list(env),
-        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
-        **pods.http_probes(port),
+        "ports": [{"name": port_name, "containerPort": probes.port, "protocol": "TCP"}],
+        **probes.manifest(),
         "resources": pods.resources(memory_mib, cpu_millicores),
         "securityContext": pods.container_security_context(),
         "volumeMounts": [pods.secret_mount(), pods.tmp_mount()],
@@ -51,13 +60,15 @@ def app_deployment(
     container: dict[str, Any],
     replicas: int,
     grace_seconds: int,
+    min_ready_seconds: int,
     service_account: str,
 ) -> dict[str, Any]:
-    """A Deployment that never drops capacity on rollout, spread across nodes, with the restricted pod base."""
+    """A Deployment that never drops capacity on rollout (a new pod counts only after minReadySeconds
+    of readiness), spread across zones and nodes, with the restricted pod base."""
     selector = selector_labels(spec, tier)
     labels = workload_labels(spec, tier, spec.image)
     pod_spec = {
-        **pods.pod_spec_base(service_account, grace_seconds),
+        **pods.pod_spec_base(service_account, grace_seconds, spec.kubernetes.priority_class_name),
         "containers": [container],
         "volumes": [
             pods.secret_volume(redis_secret_name(spec), redis_url_secret_key(spec), REDIS_URL_FILE_NAME),
@@ -73,10 +84,12 @@ def app_deployment(
             spec.kubernetes.namespace,
             labels,
             image=spec.image,
+            pull_policy=pods.image_pull_policy(spec.image),
             network_policies=spec.kubernetes.network_policies,
         ),
         "spec": {
             "replicas": replicas,
+            "minReadySeconds": min_ready_seconds,
             "selector": {"matchLabels": selector},
             "strategy": pods.rolling_update(replicas),
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},

@@ -3,15 +3,17 @@
 The same list feeds the Pulumi component (`component.py`) and `killsafe render`. One file per concept:
 
     labels.py       recommended labels, stable selectors, object metadata
-    pods.py         restricted security contexts, resources, probes, volumes, rollout strategy
+    pods.py         restricted security contexts, resources, volumes, spreading, rollout strategy
+    probes.py       startup/readiness/liveness timings and minReadySeconds, derived in one place
     app_env.py      env shared by web and worker (REDIS_URL_FILE, queues, user env)
-    credentials.py  the Redis Secret's name and keys, URL template, `prerequisites` for rendered YAML
+    credentials.py  the Redis Secret's name and keys, URL template, `prerequisites` for rendered YAML,
+                    the checksum that rolls pods on a new password
     namespace.py    Namespace (Pod Security "restricted") and ServiceAccount
     app_pods.py     the container and Deployment shape web and worker share
     web.py          web Deployment + Service;  worker.py  worker Deployment
     redis.py        in-cluster Redis: ConfigMap (redis.conf), Services, StatefulSet
     disruption.py   PodDisruptionBudgets;  network.py  NetworkPolicies
-    suppressions.py the only justified checkov skips (tag without digest, namespace default)
+    suppressions.py the only justified checkov skips (tag without digest, namespace default, ...)
     monitoring.py   PodMonitors, PrometheusRule, Grafana dashboard ConfigMap (killsafe.observability)
     redis_exporter.py  optional redis_exporter Deployment + NetworkPolicy;  redis_access.py  who else reaches Redis
     autoscaling.py  KEDA ScaledObject + TriggerAuthentication (worker.autoscaling)

@@ -10,7 +10,7 @@ from typing import Any
 
 from killsafe import contract
 from killsafe.budget import shutdown_budget
-from killsafe.checks import Finding, RuleSet
+from killsafe.checks import Finding, RuleSet, memory_per_job_warning
 from killsafe.spec import WorkloadSpec
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -102,7 +102,9 @@ def _probes(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
             if missing:
                 yield Finding("KS002", _ref(m), f"container {c['name']} has no {', '.join(missing)}")
             if _component(m) == "worker":
+                # A startup or liveness probe on /readyz would restart a worker because Redis is down.
                 for probe_name, path in (
+                    ("startupProbe", contract.LIVE_PATH),
                     ("readinessProbe", contract.READY_PATH),
                     ("livenessProbe", contract.LIVE_PATH),
                 ):
@@ -125,6 +127,33 @@ def _limits(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
                 for resource in ("cpu", "memory"):
                     if resource not in (resources.get(section) or {}):
                         yield Finding("KS003", _ref(m), f"container {c['name']} has no {section}.{resource}")
+    for m in _deployments(manifests, "worker"):
+        for c in _containers(m):
+            memory = _mebibytes(((c.get("resources") or {}).get("limits") or {}).get("memory"))
+            jobs = _jobs_in_flight(_env(c))
+            if memory is not None and jobs:
+                warning = memory_per_job_warning("KS003", _ref(m), memory, jobs)
+                if warning is not None:
+                    yield warning
+
+
+_MEMORY_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+
+
+def _mebibytes(quantity: object) -> int | None:
+    """`512Mi` / `1Gi` / `1048576Ki` -> MiB; other spellings are left alone (None)."""
+    text = str(quantity or "")
+    for unit, factor in _MEMORY_UNITS.items():
+        if text.endswith(unit) and text[: -len(unit)].isdigit():
+            return int(int(text[: -len(unit)]) * factor)
+    return None
+
+
+def _jobs_in_flight(env: dict[str, Any]) -> int | None:
+    """Jobs one worker process runs at once: concurrency per queue x queues, as its env says."""
+    per_queue = str(env.get(contract.ENV_CONCURRENCY_PER_QUEUE) or "")
+    queues = [q for q in str(env.get(contract.ENV_QUEUES) or "").split(",") if q]
+    return int(per_queue) * len(queues) if per_queue.isdigit() and queues else None
 
 
 @RULES.rule("KS004")

@@ -19,6 +19,15 @@ type, so the names are unique and stay stable across `pulumi up` as long as the 
 a duplicate (which would be a builder bug) fails before anything is registered. The generated
 RandomPassword is named `<secret child>-password`.
 
+Data protection: with `spec.kubernetes.protect_data` (the default) the Namespace and the in-cluster Redis
+StatefulSet are `protect`ed, so `pulumi destroy`, a namespace rename or a `storage_gib` change (the
+volumeClaimTemplates are immutable, so the provider would replace the StatefulSet) stops with Pulumi's
+"marked for protection" error instead of deleting the queue's volume (README: Redis data).
+
+Credential rotation: the pods that mount the generated Secret carry its checksum as a pod-template
+annotation (`credentials.CREDENTIALS_HASH_ANNOTATION`), so a new password rolls them. That annotation is
+the one difference from the builder's manifests (it needs the generated password).
+
 Note for `render_yaml_to_directory` providers: pulumi-kubernetes writes Secret values to the rendered
 YAML in plain text (documented provider behaviour); the manifests from the builder never hold one.
 """
@@ -37,7 +46,8 @@ import pulumi_random
 
 from killsafe import contract
 from killsafe.budget import shutdown_budget, web_budget
-from killsafe.kubernetes import build, labels
+from killsafe.kubernetes import build, credentials, labels
+from killsafe.kubernetes.redis import holds_queue_data
 from killsafe.kubernetes.web import web_name
 from killsafe.kubernetes.worker import worker_name
 from killsafe.spec import WorkloadSpec
@@ -164,8 +174,10 @@ class KubernetesWorkload(pulumi.ComponentResource):
     """A killsafe workload on Kubernetes: every object `build_manifests(spec)` describes, as children.
 
     Opt-outs: `redis_secret=False` skips the generated Redis credentials (you then provide the Secret
-    `redis_secret_name(spec)` yourself); `spec.web = None`, `spec.kubernetes.network_policies` and
-    `spec.kubernetes.pod_disruption_budgets` drop those objects in the builder. A provider passed in
+    `redis_secret_name(spec)` yourself, and roll the pods when it changes); `protect_data=False` (or
+    `spec.kubernetes.protect_data: false`) leaves the Namespace and Redis unprotected; `spec.web = None`,
+    `spec.kubernetes.network_policies` and `spec.kubernetes.pod_disruption_budgets` drop those objects
+    in the builder. A provider passed in
     `opts` (`provider=` or `providers=[...]`) reaches every child through `parent=self`.
     """
 
@@ -184,21 +196,32 @@ class KubernetesWorkload(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         redis_secret: bool = True,
+        protect_data: bool | None = None,
     ) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         manifests = build.build_manifests(spec)
         mappings = [kind_mapping(manifest) for manifest in manifests]  # fail before registering anything
         _check_unique_children(name, spec, manifests)
+        protect = spec.kubernetes.protect_data if protect_data is None else protect_data
 
         self.resources = {}
+        checksum: pulumi.Output[str] | None = None
         created: dict[Stage, list[pulumi.Resource]] = {stage: [] for stage in Stage}
         for stage in Stage:
             earlier = [resource for before in Stage if before < stage for resource in created[before]]
-            for manifest, mapping in zip(manifests, mappings, strict=True):
-                if mapping.stage == stage:
-                    created[stage].append(self._create(name, spec, manifest, mapping, earlier))
+            for built, mapping in zip(manifests, mappings, strict=True):
+                if mapping.stage != stage:
+                    continue
+                manifest = built
+                if checksum is not None and credentials.reads_redis_secret(spec, built):
+                    manifest = credentials.with_pod_annotations(
+                        built, {credentials.CREDENTIALS_HASH_ANNOTATION: checksum}
+                    )
+                guarded = protect and holds_queue_data(spec, built)
+                created[stage].append(self._create(name, spec, manifest, mapping, earlier, protect=guarded))
             if stage == Stage.SETUP and redis_secret and spec.redis.mode == "in-cluster":
-                created[stage].append(self._redis_credentials(name, spec, earlier))
+                credentials_secret, checksum = self._redis_credentials(name, spec, earlier)
+                created[stage].append(credentials_secret)
 
         namespace = spec.kubernetes.namespace
         has_namespace = ("Namespace", namespace) in self.resources
@@ -237,21 +260,24 @@ class KubernetesWorkload(pulumi.ComponentResource):
         manifest: Mapping[str, Any],
         mapping: KindMapping,
         depends_on: Sequence[pulumi.Resource],
+        *,
+        protect: bool,
     ) -> pulumi.CustomResource:
         fields = {key: value for key, value in manifest.items() if key not in ("apiVersion", "kind")}
         object_name = str(manifest["metadata"]["name"])
         resource = mapping.create(
             child_name(name, spec.name, object_name),
             fields,
-            pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+            pulumi.ResourceOptions(parent=self, depends_on=list(depends_on), protect=protect),
         )
         self.resources[(str(manifest["kind"]), object_name)] = resource
         return resource
 
     def _redis_credentials(
         self, name: str, spec: WorkloadSpec, depends_on: Sequence[pulumi.Resource]
-    ) -> pulumi.CustomResource:
-        """The in-cluster Redis password and its Secret (password + URL), both secret in state.
+    ) -> tuple[pulumi.CustomResource, pulumi.Output[str]]:
+        """The in-cluster Redis password and its Secret (password + URL), both secret in state, and the
+        checksum of the Secret's values (plain: see `credentials.credentials_checksum`).
 
         Only for in-cluster Redis: an external Redis's Secret exists already.
         """
@@ -264,9 +290,19 @@ class KubernetesWorkload(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         template = build.redis_in_cluster_url_template(spec)
+
+        def values(generated: str) -> dict[str, str]:
+            return {
+                contract.REDIS_PASSWORD_SECRET_KEY: generated,
+                contract.REDIS_URL_SECRET_KEY: template.format(password=generated),
+            }
+
         secret_password: pulumi.Output[str] = pulumi.Output.secret(password.result)
         secret_url: pulumi.Output[str] = pulumi.Output.secret(
-            password.result.apply(lambda value: template.format(password=value))
+            password.result.apply(lambda value: values(value)[contract.REDIS_URL_SECRET_KEY])
+        )
+        checksum: pulumi.Output[str] = pulumi.Output.unsecret(
+            password.result.apply(lambda value: credentials.credentials_checksum(values(value)))
         )
         secret = k8s.core.v1.Secret(
             secret_child,
@@ -287,7 +323,7 @@ class KubernetesWorkload(pulumi.ComponentResource):
             ),
         )
         self.resources[("Secret", secret_name)] = secret
-        return secret
+        return secret, checksum
 
 
 def _check_unique_children(name: str, spec: WorkloadSpec, manifests: Sequence[Mapping[str, Any]]) -> None:

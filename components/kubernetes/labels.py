@@ -80,14 +80,16 @@ def object_meta(
     labels: dict[str, str],
     *,
     image: str | None = None,
+    pull_policy: str = "Always",
     network_policies: bool = True,
 ) -> dict[str, Any]:
     """`metadata` for a namespaced object, with its justified checkov suppressions if any.
 
-    Objects that run pods pass the `image` they run and whether NetworkPolicies guard them.
+    Objects that run pods pass the `image` they run (and how it is pulled) and whether
+    NetworkPolicies guard them.
     """
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
-    annotations = suppressions(namespace, image, network_policies=network_policies)
+    annotations = suppressions(namespace, image, pull_policy=pull_policy, network_policies=network_policies)
     if annotations:
         meta["annotations"] = annotations
     return meta

@@ -23,10 +23,6 @@ REDIS_CREDENTIALS_VOLUME = "redis-credentials"
 SECRET_FILE_MODE = 0o440
 """Owner and fsGroup may read; nobody writes."""
 
-STARTUP_SLACK_SECONDS = 15
-"""Interpreter start and imports, on top of the worker's own Redis wait."""
-STARTUP_PERIOD_SECONDS = 5
-
 
 def pod_security_context() -> dict[str, Any]:
     """Restricted pod-level context; fsGroup makes mounted secrets and volumes readable by the UID."""
@@ -62,39 +58,14 @@ def resources(memory_mib: int, cpu_millicores: int) -> dict[str, Any]:
 
 
 def image_pull_policy(image: str) -> str:
-    """A digest is immutable (IfNotPresent is exact); a tag can be re-pushed, so re-resolve it
-    (Always) to keep every replica on the same code."""
+    """The workload image: a digest is immutable (IfNotPresent is exact); a tag can be re-pushed, so
+    re-resolve it (Always) to keep every replica on the same code."""
     return "IfNotPresent" if has_digest(image) else "Always"
 
 
-def http_probe(port: int, path: str, *, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
-        "periodSeconds": period,
-        "timeoutSeconds": timeout,
-        "failureThreshold": failures,
-        "successThreshold": 1,
-    }
-
-
-def http_probes(port: int) -> dict[str, Any]:
-    """Startup, readiness and liveness on one port (a port implies its probes).
-
-    The startup probe's failure budget (period x failures) covers the app's own Redis wait
-    (`contract.DEFAULT_STARTUP_TIMEOUT_SECONDS`) plus start-up slack, so liveness never kills a
-    process that is still allowed to be starting. Liveness is lenient (the app's /livez already
-    applies the stall window); readiness is quick so a Redis outage removes the pod from endpoints.
-    """
-    startup_failures = math.ceil(
-        (contract.DEFAULT_STARTUP_TIMEOUT_SECONDS + STARTUP_SLACK_SECONDS) / STARTUP_PERIOD_SECONDS
-    )
-    return {
-        "startupProbe": http_probe(
-            port, contract.LIVE_PATH, period=STARTUP_PERIOD_SECONDS, failures=startup_failures, timeout=3
-        ),
-        "readinessProbe": http_probe(port, contract.READY_PATH, period=5, failures=2, timeout=3),
-        "livenessProbe": http_probe(port, contract.LIVE_PATH, period=10, failures=3),
-    }
+REDIS_PULL_POLICY = "IfNotPresent"
+"""Redis is pinned to a patch release (a tag nobody re-pushes with other code, or a digest): a Redis
+restart then never waits on, or fails with, the registry."""
 
 
 def tmp_volume() -> dict[str, Any]:
@@ -122,27 +93,47 @@ def secret_mount() -> dict[str, Any]:
     return {"name": REDIS_CREDENTIALS_VOLUME, "mountPath": contract.SECRETS_MOUNT_DIR, "readOnly": True}
 
 
-def pod_spec_base(service_account: str, grace_seconds: int) -> dict[str, Any]:
-    """Fields every pod shares: its own ServiceAccount with no token, no service-link env flood."""
-    return {
+def pod_spec_base(service_account: str, grace_seconds: int, priority_class: str | None) -> dict[str, Any]:
+    """Fields every pod shares: its own ServiceAccount with no token, no service-link env flood, and
+    the PriorityClass the spec names (if any) so a preempting cluster evicts others first."""
+    base: dict[str, Any] = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": grace_seconds,
         "securityContext": pod_security_context(),
     }
+    if priority_class is not None:
+        base["priorityClassName"] = priority_class
+    return base
+
+
+SPREAD_TOPOLOGY_KEYS = ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+"""Zones first (a zone outage takes few replicas), then nodes (a drain or node failure takes few)."""
 
 
 def topology_spread(selector: dict[str, str]) -> list[dict[str, Any]]:
-    """Prefer spreading replicas over nodes so one node drain or failure takes few of them."""
+    """Prefer spreading replicas over zones and nodes, without ever blocking scheduling.
+
+    `matchLabelKeys: [pod-template-hash]` counts only pods of the same ReplicaSet, so during a rollout
+    the new pods are spread among themselves instead of being skewed by the old ones being retired.
+    """
     return [
         {
             "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
+            "topologyKey": key,
             "whenUnsatisfiable": "ScheduleAnyway",
             "labelSelector": {"matchLabels": dict(selector)},
+            "matchLabelKeys": ["pod-template-hash"],
         }
+        for key in SPREAD_TOPOLOGY_KEYS
     ]
+
+
+DUAL_STACK: dict[str, str] = {"ipFamilyPolicy": "PreferDualStack"}
+"""For Services: both families on a dual-stack cluster, the only one on a single-stack (IPv4- or IPv6-
+only) cluster. The families themselves are left to the cluster (no `ipFamilies`), and every server a
+Service routes to listens on both (Redis `bind * -::*`, the web app on all interfaces)."""
 
 
 def env_list(values: dict[str, str]) -> list[dict[str, str]]:

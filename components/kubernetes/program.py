@@ -28,7 +28,11 @@ def deploy(stack: StackConfig) -> KubernetesWorkload:
         opts = pulumi.ResourceOptions(provider=provider)
         pulumi.export("rendered_yaml_directory", stack.render_yaml_to_directory)
         pulumi.export("prerequisites", build.prerequisites(spec))
-    workload = KubernetesWorkload(spec.name, spec, opts, redis_secret=not rendering)
+    # Rendering touches no cluster: there is no data to protect, and a protected child would only make
+    # `pulumi destroy` of the rendered files fail.
+    workload = KubernetesWorkload(
+        spec.name, spec, opts, redis_secret=not rendering, protect_data=False if rendering else None
+    )
     pulumi.export("namespace", workload.namespace)
     pulumi.export("worker_deployment", workload.worker_deployment_name)
     pulumi.export("web_service", workload.web_service_name)

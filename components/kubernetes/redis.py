@@ -42,6 +42,14 @@ CONFIG_HASH_ANNOTATION = "killsafe.io/redis-conf-sha256"
 """Changes the pod template when redis.conf changes, so a config edit rolls the pod."""
 
 
+def holds_queue_data(spec: WorkloadSpec, manifest: dict[str, Any]) -> bool:
+    """The objects whose deletion or replacement would delete the queue's volume (or, for the
+    Namespace, everything in it, an external Redis's Secret included): the Pulumi path protects them."""
+    if manifest.get("kind") == "Namespace":
+        return True
+    return manifest.get("kind") == "StatefulSet" and manifest["metadata"]["name"] == redis_service_name(spec)
+
+
 def headless_service_name(spec: WorkloadSpec) -> str:
     return f"{redis_service_name(spec)}-headless"
 
@@ -102,6 +110,7 @@ def redis_config_map(spec: WorkloadSpec) -> dict[str, Any]:
 def _service(spec: WorkloadSpec, name: str, *, headless: bool) -> dict[str, Any]:
     service_spec: dict[str, Any] = {
         "type": "ClusterIP",
+        **pods.DUAL_STACK,
         "selector": selector_labels(spec, "redis"),
         "ports": [{"name": PORT_NAME, "port": contract.REDIS_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
     }
@@ -132,7 +141,7 @@ def redis_stateful_set(spec: WorkloadSpec, service_account: str) -> dict[str, An
     container = {
         "name": "redis",
         "image": redis.image,
-        "imagePullPolicy": pods.image_pull_policy(redis.image),
+        "imagePullPolicy": pods.REDIS_PULL_POLICY,
         "command": server_command(),
         "ports": [{"name": PORT_NAME, "containerPort": contract.REDIS_PORT, "protocol": "TCP"}],
         "readinessProbe": {
@@ -160,7 +169,7 @@ def redis_stateful_set(spec: WorkloadSpec, service_account: str) -> dict[str, An
         ],
     }
     pod_spec = {
-        **pods.pod_spec_base(service_account, REDIS_GRACE_SECONDS),
+        **pods.pod_spec_base(service_account, REDIS_GRACE_SECONDS, spec.kubernetes.priority_class_name),
         "containers": [container],
         "volumes": [
             {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(spec), "defaultMode": 0o444}},
@@ -184,6 +193,7 @@ def redis_stateful_set(spec: WorkloadSpec, service_account: str) -> dict[str, An
             spec.kubernetes.namespace,
             labels,
             image=redis.image,
+            pull_policy=pods.REDIS_PULL_POLICY,
             network_policies=spec.kubernetes.network_policies,
         ),
         "spec": {

@@ -15,7 +15,7 @@ import posixpath
 from typing import Any
 
 from killsafe import contract
-from killsafe.kubernetes import pods
+from killsafe.kubernetes import pods, probes
 from killsafe.kubernetes.credentials import redis_host, redis_secret_name
 from killsafe.kubernetes.labels import object_meta
 from killsafe.kubernetes.network import dns_egress, redis_egress
@@ -72,7 +72,7 @@ def exporter_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, A
     exporter = spec.redis.exporter
     labels = exporter_labels(spec)
     secret_file = posixpath.join(contract.SECRETS_MOUNT_DIR, contract.REDIS_PASSWORD_SECRET_KEY)
-    probe = pods.http_probe(PORT, "/health", period=10, failures=3, timeout=3)
+    probe = probes.http_probe(PORT, "/health", period=10, timeout=3, failures=3)
     resources = pods.resources(exporter.memory_mib, exporter.cpu_millicores)
     init = {
         "name": "password-file",
@@ -96,7 +96,7 @@ def exporter_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, A
         "volumeMounts": [_passwords_mount(read_only=True)],
     }
     pod_spec = {
-        **pods.pod_spec_base(service_account, GRACE_SECONDS),
+        **pods.pod_spec_base(service_account, GRACE_SECONDS, spec.kubernetes.priority_class_name),
         "initContainers": [init],
         "containers": [container],
         "volumes": [
@@ -140,6 +140,6 @@ def exporter_network_policy(spec: WorkloadSpec) -> dict[str, Any]:
                     "ports": [{"protocol": "TCP", "port": PORT}],
                 }
             ],
-            "egress": [dns_egress(), redis_egress(spec)],
+            "egress": [dns_egress(spec), redis_egress(spec)],
         },
     }

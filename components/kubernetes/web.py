@@ -3,6 +3,9 @@
 On stop, the pod first sleeps in preStop (the image has no shell, so the kubelet's built-in sleep
 action) while endpoints controllers and load balancers stop routing to it; only then does the app
 get SIGTERM and drain in-flight requests. The grace period covers both plus a reserve.
+
+The sleep action needs Kubernetes 1.30 (`kubernetes.min_version`); on 1.27-1.29 the spec accepts only
+`web.prestop_seconds: 0`, which emits no hook at all (README, Older clusters).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from typing import Any
 
 from killsafe.app_env import web_tier
 from killsafe.budget import web_budget
+from killsafe.kubernetes import pods
 from killsafe.kubernetes.app_env import web_env
 from killsafe.kubernetes.app_pods import app_container, app_deployment
 from killsafe.kubernetes.labels import object_meta, selector_labels, workload_labels
+from killsafe.kubernetes.probes import probe_set
 from killsafe.spec import WorkloadSpec
 
 HTTP_PORT_NAME = "http"
@@ -26,13 +31,15 @@ def web_name(spec: WorkloadSpec) -> str:
 def web_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, Any]:
     web = web_tier(spec)
     budget = web_budget(web)
+    probes = probe_set(web.port, web.cpu_millicores)
     container = app_container(
         spec,
         "web",
         command=web.command,
+        entrypoint=web.entrypoint,
         env=web_env(spec),
         port_name=HTTP_PORT_NAME,
-        port=web.port,
+        probes=probes,
         memory_mib=web.memory_mib,
         cpu_millicores=web.cpu_millicores,
     )
@@ -45,6 +52,7 @@ def web_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, Any]:
         container=container,
         replicas=web.replicas,
         grace_seconds=budget.kill_deadline_seconds,
+        min_ready_seconds=probes.min_ready_seconds,
         service_account=service_account,
     )
 
@@ -57,6 +65,7 @@ def web_service(spec: WorkloadSpec) -> dict[str, Any]:
         "metadata": object_meta(web_name(spec), spec.kubernetes.namespace, workload_labels(spec, "web", spec.image)),
         "spec": {
             "type": "ClusterIP",
+            **pods.DUAL_STACK,
             "selector": selector_labels(spec, "web"),
             "ports": [{"name": HTTP_PORT_NAME, "port": web.port, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"}],
         },

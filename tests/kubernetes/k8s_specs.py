@@ -49,10 +49,23 @@ def variants() -> dict[str, WorkloadSpec]:
     specs = {stack: stack_spec(stack) for stack in STACKS}
     specs["external-redis"] = make_spec(
         redis={"mode": "external", "url_secret": {"name": "shared-redis", "key": "connection"}},
-        worker={"autoscaling": {"max_replicas": 8}},
+        worker={"autoscaling": {"max_replicas": 8}, "entrypoint": ["dumb-init", "--"]},
         alerts={"redis_metrics_selector": {"job": "redis-exporter"}},
-        kubernetes={"external_redis_ports": [6380], "keda_redis_secret": {"name": "shared-redis-keda", "tls": True}},
+        kubernetes={
+            "external_redis_ports": [6380],
+            "keda_redis_secret": {"name": "shared-redis-keda", "tls": True},
+            "priority_class_name": "queue-critical",
+            "web_ingress_from": [
+                {"namespace_labels": {"team": "edge"}, "pod_labels": {"app.kubernetes.io/name": "traefik"}},
+                {"cidrs": ["10.0.0.0/16", "fd00:10::/64"], "except_cidrs": ["10.0.9.0/24"]},
+            ],
+            "egress": [
+                {"namespace": "mail", "pod_labels": {"app": "relay"}, "ports": [25], "tiers": ["web", "worker"]}
+            ],
+            "dns": {"cidrs": ["169.254.20.10/32"]},
+        },
     )
+    specs["older-cluster"] = make_spec(web={"prestop_seconds": 0}, kubernetes={"min_version": "1.27"})
     specs["worker-only-default-namespace"] = make_spec(
         image=f"registry.example.com:5000/acme/emails@{DIGEST}",
         web=None,

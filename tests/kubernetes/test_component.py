@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pulumi.runtime import mocks, rpc
 
 from killsafe import contract
 from killsafe.config import load_stack
-from killsafe.kubernetes import build
+from killsafe.kubernetes import build, credentials
 from killsafe.kubernetes.component import TYPE_TOKEN, KubernetesWorkload, child_name, kind_mapping
 from killsafe.spec import WorkloadSpec
 from tests.conftest import REPO
@@ -47,16 +48,20 @@ class Registration:
     provider: str
     dependencies: tuple[str, ...]
     secret_outputs: tuple[str, ...]
+    protect: bool
     inputs: dict[str, Any]
 
 
 class EchoMocks(pulumi.runtime.Mocks):
     """Resources come back with their inputs as state; RandomPassword returns a fixed `result`."""
 
+    def __init__(self, password: str = MOCK_PASSWORD) -> None:
+        self.password = password
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ == RANDOM_PASSWORD_TYPE:
-            state["result"] = MOCK_PASSWORD
+            state["result"] = self.password
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
@@ -66,8 +71,8 @@ class EchoMocks(pulumi.runtime.Mocks):
 class RecordingMonitor(mocks.MockMonitor):
     """The stock mock monitor, plus a log of every registration and every registered output map."""
 
-    def __init__(self, mocks: pulumi.runtime.Mocks | None = None) -> None:
-        super().__init__(mocks or EchoMocks())
+    def __init__(self, mocks: pulumi.runtime.Mocks | None = None, password: str = MOCK_PASSWORD) -> None:
+        super().__init__(mocks or EchoMocks(password))
         self.registrations: list[Registration] = []
         self.outputs: dict[str, dict[str, Any]] = {}
 
@@ -83,6 +88,7 @@ class RecordingMonitor(mocks.MockMonitor):
                     provider=request.provider,
                     dependencies=tuple(request.dependencies),
                     secret_outputs=tuple(request.additionalSecretOutputs),
+                    protect=bool(request.protect),
                     inputs=rpc.deserialize_properties(request.object),
                 )
             )
@@ -115,6 +121,7 @@ def run_under_mocks(
     stack: str = "test",
     config: dict[str, str] | None = None,
     mocks: pulumi.runtime.Mocks | None = None,
+    password: str = MOCK_PASSWORD,
 ) -> Run:
     """Run `program` as a Pulumi program on a fresh mocked engine and wait for every registration.
 
@@ -122,11 +129,15 @@ def run_under_mocks(
     copied context leaves other tests' mocks untouched. An exception from the program is returned
     (not raised) after the engine settles, so a test can assert the error and that nothing was created.
     """
-    return contextvars.copy_context().run(_run_isolated, program, stack, config or {}, mocks)
+    return contextvars.copy_context().run(_run_isolated, program, stack, config or {}, mocks, password)
 
 
 def _run_isolated(
-    program: Callable[[], Any], stack: str, config: dict[str, str], mocks: pulumi.runtime.Mocks | None = None
+    program: Callable[[], Any],
+    stack: str,
+    config: dict[str, str],
+    mocks: pulumi.runtime.Mocks | None = None,
+    password: str = MOCK_PASSWORD,
 ) -> Run:
     # The Pulumi SDK (set_mocks registering the Stack, runtime.test driving the program) uses
     # asyncio.get_event_loop(); after any asyncio.run() elsewhere in the session there is none, so
@@ -135,7 +146,7 @@ def _run_isolated(
     asyncio.set_event_loop(loop)
     pulumi.runtime.reset_options(project="killsafe", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config, [])
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, password)
     pulumi.runtime.set_mocks(monitor.mocks, project="killsafe", stack=stack, preview=False, monitor=monitor)
     run = Run(monitor)
 
@@ -423,3 +434,75 @@ def test_a_custom_resource_kind_reaches_the_engine_with_its_own_group_and_camel_
     assert run.error is None
     (created,) = run.monitor.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
     assert canonical(wire_json(created.inputs)) == canonical(rule)
+
+
+# --- Issue 7.7: a new Redis password rolls every pod that reads it ---------------------------------
+
+
+def _credentials_annotations(run: Run) -> dict[str, str | None]:
+    """Pod-owning object name -> its credentials checksum annotation (None when absent)."""
+    found: dict[str, str | None] = {}
+    for child in k8s_children(run):
+        if child.inputs["kind"] in ("Deployment", "StatefulSet"):
+            annotations = child.inputs["spec"]["template"]["metadata"].get("annotations", {})
+            found[object_name(child)] = annotations.get(credentials.CREDENTIALS_HASH_ANNOTATION)
+    return found
+
+
+def test_a_new_redis_password_changes_every_pod_template_that_reads_it() -> None:
+    spec = stack_spec("staging")
+    first = _credentials_annotations(run_under_mocks(lambda: KubernetesWorkload("emails", spec)))
+    rotated = _credentials_annotations(
+        run_under_mocks(lambda: KubernetesWorkload("emails", spec), password="RotatedRandomPassword0123456789ab")
+    )
+    assert set(first) == {"emails-web", "emails-worker", "emails-redis", "emails-redis-exporter"}
+    for name, checksum in first.items():
+        assert checksum is not None and re.fullmatch(r"[0-9a-f]{64}", checksum), name
+        assert rotated[name] is not None and rotated[name] != checksum, f"{name} would not roll"
+    assert len(set(first.values())) == 1  # one Secret, one checksum
+    assert MOCK_PASSWORD not in json.dumps(first)
+
+
+def test_the_checksum_is_plain_so_diffs_stay_readable() -> None:
+    run = run_under_mocks(lambda: KubernetesWorkload("emails", stack_spec("staging")))
+    worker = by_object(run, "Deployment", "emails-worker")
+    annotations = worker.inputs["spec"]["template"]["metadata"]["annotations"]
+    assert not rpc.is_rpc_secret(annotations[credentials.CREDENTIALS_HASH_ANNOTATION])
+    assert not rpc.is_rpc_secret(worker.inputs["spec"])
+
+
+@pytest.mark.parametrize("case", ["external redis", "secret managed elsewhere"])
+def test_no_checksum_when_killsafe_does_not_own_the_secret(case: str) -> None:
+    if case == "external redis":
+        run = run_under_mocks(lambda: KubernetesWorkload("emails", stack_spec("prod")))
+    else:
+        run = run_under_mocks(lambda: KubernetesWorkload("emails", stack_spec("staging"), redis_secret=False))
+    assert run.error is None
+    assert set(_credentials_annotations(run).values()) == {None}
+
+
+# --- Issue 7.8: the queue's data outlives a destroy, a rename or a storage change -----------------
+
+
+def test_namespace_and_redis_are_protected_by_default() -> None:
+    run = run_under_mocks(lambda: KubernetesWorkload("emails", stack_spec("staging")))
+    assert run.error is None
+    protected = {(c.inputs["kind"], object_name(c)) for c in k8s_children(run) if c.protect}
+    assert protected == {("Namespace", "emails-staging"), ("StatefulSet", "emails-redis")}
+    external = run_under_mocks(lambda: KubernetesWorkload("emails", stack_spec("prod")))
+    assert {(c.inputs["kind"], object_name(c)) for c in k8s_children(external) if c.protect} == {
+        ("Namespace", "emails")
+    }
+
+
+def test_protection_opt_outs() -> None:
+    staging = stack_spec("staging")
+    unprotected = staging.model_copy(
+        update={"kubernetes": staging.kubernetes.model_copy(update={"protect_data": False})}
+    )
+    for run in (
+        run_under_mocks(lambda: KubernetesWorkload("emails", unprotected)),
+        run_under_mocks(lambda: KubernetesWorkload("emails", staging, protect_data=False)),
+    ):
+        assert run.error is None
+        assert not [c for c in run.monitor.registrations if c.protect]

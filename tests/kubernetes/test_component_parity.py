@@ -3,7 +3,9 @@
 For every example stack, the Kubernetes objects that reach the engine (apiVersion, kind, metadata,
 spec, data, every top-level field, compared type-exactly) equal `build_manifests(spec)`, matched by
 (kind, namespace, name) regardless of order; the only extras are, for in-cluster Redis, the generated
-credentials Secret and its RandomPassword. So `killsafe render` and `pulumi up` deploy the same thing.
+credentials Secret, its RandomPassword, and the checksum of that Secret on the pod templates of the
+pods that mount it (so a new password rolls them). So `killsafe render` and `pulumi up` deploy the
+same thing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 from pulumi.runtime import rpc
 
 from killsafe import contract
-from killsafe.kubernetes import build, labels
+from killsafe.kubernetes import build, credentials, labels
 from killsafe.kubernetes.component import KubernetesWorkload
 from tests.kubernetes.test_component import (
     MOCK_PASSWORD,
@@ -51,8 +53,25 @@ def test_created_objects_are_exactly_the_built_manifests(stack: str) -> None:
     extras = {secret_key} if in_cluster else set()
     assert set(created) == set(expected) | extras
 
+    values = {
+        contract.REDIS_PASSWORD_SECRET_KEY: MOCK_PASSWORD,
+        contract.REDIS_URL_SECRET_KEY: build.redis_in_cluster_url_template(spec).format(password=MOCK_PASSWORD),
+    }
+    rolled_by_credentials = set()
     for key, manifest in expected.items():
-        assert canonical(wire_json(created[key].inputs)) == canonical(manifest), key
+        inputs = wire_json(created[key].inputs)
+        if in_cluster and credentials.reads_redis_secret(spec, manifest):
+            annotations = inputs["spec"]["template"]["metadata"]["annotations"]
+            assert annotations.pop(credentials.CREDENTIALS_HASH_ANNOTATION) == credentials.credentials_checksum(values)
+            rolled_by_credentials.add(key[2])
+            if not annotations:
+                del inputs["spec"]["template"]["metadata"]["annotations"]
+        assert canonical(inputs) == canonical(manifest), key
+    if in_cluster:
+        readers = {f"{spec.name}-web", f"{spec.name}-worker", f"{spec.name}-redis"}
+        if spec.redis.exporter.enabled:
+            readers.add(f"{spec.name}-redis-exporter")
+        assert rolled_by_credentials == readers
 
     passwords = run.monitor.of_type(RANDOM_PASSWORD_TYPE)
     if not in_cluster:

@@ -83,6 +83,15 @@ def test_rendered_yaml_gets_no_password_but_the_commands_to_create_the_secret() 
     assert any("create secret generic emails-redis-auth" in step for step in exports["prerequisites"])
 
 
+def test_rendering_protects_nothing_a_cluster_stack_protects_its_data() -> None:
+    """Rendered files hold no data; a protected child would only make `pulumi destroy -s dev` fail."""
+    run, _ = run_program("dev", stack_config("dev"))
+    assert run.error is None
+    assert not [r.name for r in run.monitor.registrations if r.protect]
+    run, _ = run_program("staging", stack_config("staging"))
+    assert {r.name for r in run.monitor.registrations if r.protect} == {"emails-staging", "emails-redis"}
+
+
 def test_a_cluster_stack_with_in_cluster_redis_generates_its_secret() -> None:
     config = stack_config("staging")
     run, exports = run_program("staging", config)
@@ -127,5 +136,3 @@ def test_other_keys_of_the_stack_are_left_to_their_owners() -> None:
     config = {**stack_config("prod"), "kubernetes:context": "prod-cluster", "aws:region": "eu-west-1"}
     run, _ = run_program("prod", config)
     assert run.error is None
-
-

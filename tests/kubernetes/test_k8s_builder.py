@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from killsafe import contract
+from killsafe.config import ConfigError, parse_stack_config
 from killsafe.kubernetes.build import build_manifests
 from tests.kubernetes.k8s_specs import (
+    BASE,
     DIGEST,
     container,
     env_of,
@@ -57,10 +60,8 @@ def test_worker_probes_use_the_health_port_and_contract_paths() -> None:
     worker = container(build_manifests(make_spec(worker={"health_port": 9191})), "Deployment", "emails-worker")
     assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9191, "scheme": "HTTP"}
     assert worker["livenessProbe"]["httpGet"] == {"path": "/livez", "port": 9191, "scheme": "HTTP"}
-    assert worker["startupProbe"]["httpGet"]["port"] == 9191
+    assert worker["startupProbe"]["httpGet"] == {"path": "/livez", "port": 9191, "scheme": "HTTP"}
     assert worker["ports"] == [{"name": "health", "containerPort": 9191, "protocol": "TCP"}]
-    startup = worker["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= contract.DEFAULT_STARTUP_TIMEOUT_SECONDS + 10
 
 
 def test_worker_resources_are_guaranteed_and_exact() -> None:
@@ -85,10 +86,27 @@ def test_both_tiers_run_the_one_image_with_their_own_command() -> None:
     manifests = build_manifests(make_spec(web={"command": ["app", "web"]}, worker={"command": ["app", "work"]}))
     web, worker = container(manifests, "Deployment", "emails-web"), container(manifests, "Deployment", "emails-worker")
     assert web["image"] == worker["image"] == "ghcr.io/acme/emails:1.4.2"
-    assert web["command"] == ["app", "web"] and worker["command"] == ["app", "work"]
+    assert web["args"] == ["app", "web"] and worker["args"] == ["app", "work"]
     assert web["imagePullPolicy"] == worker["imagePullPolicy"] == "Always"  # a tag may be re-pushed
     pinned = build_manifests(make_spec(image=f"ghcr.io/acme/emails@{DIGEST}"))
     assert container(pinned, "Deployment", "emails-worker")["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_command_is_args_so_the_image_entrypoint_stays_pid_1() -> None:
+    """Issue 7.1: `command:` would replace the image's ENTRYPOINT (dumb-init); the spec's command is CMD."""
+    for variant in ("dev", "staging", "prod"):
+        manifests = build_manifests(stack_spec(variant))
+        for name in ("emails-web", "emails-worker"):
+            c = container(manifests, "Deployment", name)
+            assert "command" not in c, f"{variant} {name}: command replaces the image's ENTRYPOINT"
+            assert c["args"] == [name.replace("emails-", "killsafe-")]
+    overridden = build_manifests(
+        make_spec(worker={"entrypoint": ["tini", "--"], "command": ["killsafe-worker"]}, web={"entrypoint": ["/app"]})
+    )
+    worker = container(overridden, "Deployment", "emails-worker")
+    assert worker["command"] == ["tini", "--"] and worker["args"] == ["killsafe-worker"]
+    web = container(overridden, "Deployment", "emails-web")
+    assert web["command"] == ["/app"] and web["args"] == ["killsafe-web"]
 
 
 def test_web_budget_prestop_sleep_probes_and_env() -> None:
@@ -147,7 +165,7 @@ def test_labels_are_the_recommended_set_and_selectors_omit_the_version() -> None
     }
     redis = find(manifests, "StatefulSet", "emails-redis")
     assert redis["metadata"]["labels"]["app.kubernetes.io/name"] == "redis"
-    assert redis["metadata"]["labels"]["app.kubernetes.io/version"] == "7.2.5-alpine"
+    assert redis["metadata"]["labels"]["app.kubernetes.io/version"] == "7.2.16-alpine"
     assert find(manifests, "Deployment", "emails-web")["metadata"]["labels"]["app.kubernetes.io/component"] == "web"
     digest_only = build_manifests(make_spec(image=f"ghcr.io/acme/emails@{DIGEST}"))
     assert find(digest_only, "Deployment", "emails-worker")["metadata"]["labels"]["app.kubernetes.io/version"] == (
@@ -160,7 +178,9 @@ def test_upgrading_the_image_keeps_every_selector() -> None:
 
     def selectors(image: str) -> list[object]:
         found = []
-        for m in build_manifests(make_spec(image=image, redis={"image": image})):
+        for m in build_manifests(
+            make_spec(image=image, redis={"image": image.replace("acme/emails", "library/redis")})
+        ):
             spec = m.get("spec", {})
             found.append(spec.get("selector"))
             found.append(spec.get("podSelector"))
@@ -280,7 +300,8 @@ def test_in_cluster_redis_objects_and_config() -> None:
     assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
     assert claim["spec"]["storageClassName"] == "fast-ssd"
     [redis] = sts["spec"]["template"]["spec"]["containers"]
-    assert redis["image"] == "redis:7.2.5-alpine"
+    assert redis["image"] == "docker.io/library/redis:7.2.16-alpine"
+    assert redis["imagePullPolicy"] == "IfNotPresent"
     assert redis["resources"]["limits"] == {"cpu": "300m", "memory": "1000Mi"}
     assert {"readinessProbe", "livenessProbe"} <= set(redis)
     assert "env" not in redis  # the password comes from a mounted file, not the environment
@@ -331,17 +352,58 @@ def test_checkov_suppressions_only_when_justified() -> None:
     worker_meta = find(tagged, "Deployment", "emails-worker")["metadata"]
     assert list(worker_meta["annotations"]) == ["checkov.io/skip1"]
     assert worker_meta["annotations"]["checkov.io/skip1"].startswith("CKV_K8S_43=")
+    redis_meta = find(tagged, "StatefulSet", "emails-redis")["metadata"]
+    assert [reason.split("=")[0] for reason in redis_meta["annotations"].values()] == ["CKV_K8S_43", "CKV_K8S_15"]
+    assert "pulled IfNotPresent" in redis_meta["annotations"]["checkov.io/skip2"]
     assert "annotations" not in find(tagged, "Service", "emails-web")["metadata"]
-    pinned = build_manifests(make_spec(image=f"ghcr.io/acme/emails@{DIGEST}", redis={"image": f"redis@{DIGEST}"}))
+    pinned = build_manifests(
+        make_spec(image=f"ghcr.io/acme/emails@{DIGEST}", redis={"image": f"docker.io/library/redis:7.2.16@{DIGEST}"})
+    )
     assert not [m for m in pinned if "annotations" in m["metadata"]]
     in_default = build_manifests(make_spec(image=f"ghcr.io/acme/emails@{DIGEST}", kubernetes={"namespace": "default"}))
     service = find(in_default, "Service", "emails-web")
     assert next(iter(service["metadata"]["annotations"].values())).startswith("CKV_K8S_21=")
-    unguarded = build_manifests(make_spec(kubernetes={"network_policies": False}))
+    unguarded = build_manifests(
+        make_spec(redis={"image": f"docker.io/library/redis@{DIGEST}"}, kubernetes={"network_policies": False})
+    )
     annotated = {
         m["metadata"]["name"]: m["metadata"]["annotations"]["checkov.io/skip2"]
         for m in unguarded
         if "checkov.io/skip2" in m["metadata"].get("annotations", {})
     }
-    assert set(annotated) == {"emails-web", "emails-worker", "emails-redis"}  # the objects that run pods
+    assert set(annotated) == {"emails-web", "emails-worker"}  # the objects that run tagged images
     assert all(reason.startswith("CKV2_K8S_6=") for reason in annotated.values())
+    redis_annotations = find(unguarded, "StatefulSet", "emails-redis")["metadata"]["annotations"]
+    assert next(iter(redis_annotations.values())).startswith("CKV2_K8S_6=")
+
+
+def test_redis_image_is_a_current_patch_fully_qualified_and_never_waits_on_the_registry() -> None:
+    """Issue 7.6: redis:7.2.5-alpine (Lua CVEs fixed later in 7.2), a short name, pulled Always."""
+    [redis] = find(build_manifests(make_spec()), "StatefulSet", "emails-redis")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    registry, _, rest = redis["image"].partition("/")
+    assert registry == "docker.io" and rest.startswith("library/redis:7.2.")
+    patch = int(rest.removeprefix("library/redis:7.2.").split("-")[0])
+    assert patch >= 11, "7.2.11 is the first 7.2 release with the fixes for CVE-2025-49844 and its siblings"
+    assert redis["imagePullPolicy"] == "IfNotPresent"
+    digest_pinned = f"docker.io/library/redis:7.2.16-alpine@{DIGEST}"
+    pinned = find(build_manifests(make_spec(redis={"image": digest_pinned})), "StatefulSet", "emails-redis")
+    assert pinned["spec"]["template"]["spec"]["containers"][0]["image"] == digest_pinned
+    assert "annotations" not in pinned["metadata"]  # a digest satisfies checkov without suppressions
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("redis:7.2.16-alpine", "is a short name, which CRI-O refuses"),
+        ("redis:7.2.16-alpine", "name the registry, e.g. docker.io/library/redis:7.2.16-alpine"),
+        ("bitnami/redis:7.2.16", "e.g. docker.io/bitnami/redis:7.2.16"),
+        ("docker.io/library/redis", "pin a tag or digest"),
+        ("docker.io/library/redis:latest", "'latest' is not a version"),
+    ],
+)
+def test_a_redis_image_that_is_not_qualified_and_pinned_is_a_clear_error(image: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        parse_stack_config({"workload": {**BASE, "redis": {"image": image}}}, "stack.yaml")
+    assert str(raised.value).startswith(f"stack.yaml: killsafe:workload.redis.image: {image} ")

@@ -1,6 +1,10 @@
 """The Redis credentials contract: Secret names and keys, the URL template, and the user's
 `prerequisites` command executed by a real bash (with a recording stand-in for kubectl, since no API
-server exists here) so its shell quoting and password generation are proven, not read."""
+server exists here) so its shell quoting and password generation are proven, not read.
+
+The stand-in records its arguments and environment and, for every `--from-file`, the file's content
+and mode at the moment kubectl reads it: a credential must reach kubectl only through a private file
+(issue 7.12: `--from-literal` put the password in kubectl's argv, visible in `ps` and /proc)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import re
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from killsafe import contract
 from killsafe.kubernetes.build import (
@@ -21,9 +26,15 @@ from tests.conftest import require
 from tests.kubernetes.k8s_specs import make_spec, stack_spec
 
 RECORDING_KUBECTL = """#!/usr/bin/env python3
-import json, os, sys
+import json, os, stat, sys
+files = {}
+for arg in sys.argv[1:]:
+    if arg.startswith("--from-file="):
+        key, _, path = arg.removeprefix("--from-file=").partition("=")
+        files[key] = {"content": open(path).read(), "mode": stat.S_IMODE(os.stat(path).st_mode), "path": path}
+record = {"argv": sys.argv[1:], "env": dict(os.environ), "files": files}
 with open(os.environ["KUBECTL_RECORD"], "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
+    f.write(json.dumps(record) + "\\n")
 """
 
 
@@ -36,7 +47,7 @@ def test_url_template() -> None:
     assert redis_in_cluster_url_template(stack_spec("dev")) == "redis://:{password}@emails-redis.emails-dev.svc:6379/0"
 
 
-def _run_commands(steps: list[str], tmp_path: Path) -> list[list[str]]:
+def _run_commands(steps: list[str], tmp_path: Path, stdin: str = "") -> list[dict[str, Any]]:
     bash = require("bash")
     require("openssl", "the prerequisites generate the password with openssl rand")
     stub = tmp_path / "bin" / "kubectl"
@@ -47,51 +58,54 @@ def _run_commands(steps: list[str], tmp_path: Path) -> list[list[str]]:
     env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "KUBECTL_RECORD": str(record)}
     for step in steps:
         command = step.split(": ", 1)[1]
-        subprocess.run([bash, "-c", command], env=env, check=True, timeout=30, cwd=tmp_path)
+        subprocess.run([bash, "-c", command], env=env, check=True, timeout=30, cwd=tmp_path, input=stdin, text=True)
     return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def _no_credential_outside_files(call: dict[str, Any], *credentials: str) -> None:
+    visible = json.dumps(call["argv"]) + json.dumps(call["env"])
+    for credential in credentials:
+        assert credential not in visible, "a credential reached kubectl's argv or environment"
+    for file in call["files"].values():
+        assert file["mode"] & 0o077 == 0, f"{file['path']} is readable by others: {oct(file['mode'])}"
+        assert not Path(file["path"]).exists(), "the private file outlived the command"
 
 
 def test_in_cluster_prerequisites_create_a_matching_password_and_url(tmp_path: Path) -> None:
     spec = stack_spec("dev")
     steps = prerequisites(spec)
     assert not re.search(r"[0-9a-f]{32}", " ".join(steps)), "no literal password in the instructions"
+    assert "--from-literal" not in " ".join(steps)
     calls = _run_commands(steps, tmp_path)
     # the two sides of a pipeline run concurrently: their record order is not defined
-    assert sorted(calls[:2]) == [
+    assert sorted(c["argv"] for c in calls[:2]) == [
         ["apply", "-f", "-"],
         ["create", "namespace", "emails-dev", "--dry-run=client", "-o", "yaml"],
     ]
     create = calls[2]
-    assert create[:5] == ["-n", "emails-dev", "create", "secret", "generic"]
-    assert create[5] == redis_secret_name(spec)
-    literals = _literals(create)
-    password = literals[contract.REDIS_PASSWORD_SECRET_KEY]
-    assert re.fullmatch(r"[0-9a-f]{64}", password)
-    assert literals[contract.REDIS_URL_SECRET_KEY] == redis_in_cluster_url_template(spec).format(password=password)
+    assert create["argv"][:6] == ["-n", "emails-dev", "create", "secret", "generic", redis_secret_name(spec)]
+    files = create["files"]
+    assert set(files) == {contract.REDIS_PASSWORD_SECRET_KEY, contract.REDIS_URL_SECRET_KEY}
+    password = files[contract.REDIS_PASSWORD_SECRET_KEY]["content"]
+    assert re.fullmatch(r"[0-9a-f]{64}", password), "64 hex digits, no trailing newline"
+    url = files[contract.REDIS_URL_SECRET_KEY]["content"]
+    assert url == redis_in_cluster_url_template(spec).format(password=password)
+    _no_credential_outside_files(create, password, url)
     (tmp_path / "again").mkdir()
     again = _run_commands(steps, tmp_path / "again")
-    assert _literals(again[2])[contract.REDIS_PASSWORD_SECRET_KEY] != password  # a fresh password every time
+    assert again[2]["files"][contract.REDIS_PASSWORD_SECRET_KEY]["content"] != password  # fresh every time
 
 
-def _literals(call: list[str]) -> dict[str, str]:
-    pairs = [arg.removeprefix("--from-literal=").split("=", 1) for arg in call[6:]]
-    return {key: value for key, value in pairs}
-
-
-def test_external_prerequisites_read_the_url_from_a_file(tmp_path: Path) -> None:
+def test_external_prerequisites_read_the_url_at_a_hidden_prompt(tmp_path: Path) -> None:
     spec = make_spec(
         redis={"mode": "external", "url_secret": {"name": "shared-redis", "key": "connection"}},
         kubernetes={"namespace": "default"},
     )
     steps = prerequisites(spec)
     assert len(steps) == 1  # the default namespace already exists
-    [call] = _run_commands(steps, tmp_path)
-    assert call == [
-        "-n",
-        "default",
-        "create",
-        "secret",
-        "generic",
-        "shared-redis",
-        "--from-file=connection=./redis-url.txt",
-    ]
+    url = "rediss://default:s3cr3t-Pa55@redis.example.com:6380/0"
+    [call] = _run_commands(steps, tmp_path, stdin=url + "\n")
+    assert call["argv"][:6] == ["-n", "default", "create", "secret", "generic", "shared-redis"]
+    assert [arg.split("=")[0:2] for arg in call["argv"][6:]] == [["--from-file", "connection"]]
+    assert call["files"]["connection"]["content"] == url
+    _no_credential_outside_files(call, url, "s3cr3t-Pa55")

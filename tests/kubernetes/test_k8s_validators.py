@@ -25,7 +25,7 @@ from tests.kubernetes.k8s_specs import all_variant_manifests, make_spec, write_p
 
 BIN = REPO / ".venv" / "bin"
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0", "1.37.0")
-ALLOWED_SKIPS = {"CKV_K8S_43", "CKV_K8S_21", "CKV2_K8S_6"}
+ALLOWED_SKIPS = {"CKV_K8S_43", "CKV_K8S_15", "CKV_K8S_21", "CKV2_K8S_6"}
 CORE_API_VERSIONS = {"v1", "apps/v1", "policy/v1", "networking.k8s.io/v1"}
 
 
@@ -81,6 +81,15 @@ def test_prestop_sleep_needs_kubernetes_1_30_or_later(tmp_path: Path) -> None:
     [path] = write_per_object([web], tmp_path)
     result = _kubernetes_validate([path], "1.28.0")
     assert result.returncode != 0 and "sleep" in result.stdout + result.stderr
+
+
+def test_older_cluster_fallback_validates_against_its_minimum_version(tmp_path: Path) -> None:
+    """kubernetes.min_version 1.27 with web.prestop_seconds 0 (README, Older clusters) is valid on 1.27."""
+    spec = make_spec(web={"prestop_seconds": 0}, kubernetes={"min_version": "1.27"})
+    paths = write_per_object([m for m in build_manifests(spec) if m["apiVersion"] in CORE_API_VERSIONS], tmp_path)
+    result = _kubernetes_validate(paths, "1.27.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ERROR" not in result.stdout and "WARN" not in result.stdout, result.stdout
 
 
 def _checkov_start(directory: Path) -> subprocess.Popen[str]:
