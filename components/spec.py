@@ -159,6 +159,15 @@ class WorkerSpec(Strict):
         le=600,
         description="how often workers look for jobs whose lock expired",
     )
+    max_stalled_count: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="times a job may stall (its worker killed or frozen past the lock) and still be re-run; "
+        "one more fails it for good. Default: 2, or 3 when a process runs more than one job (a job that "
+        "OOM-kills its worker stalls the jobs beside it). Higher re-runs more after kills; lower stops a "
+        "job that crashes its worker every time sooner (each crash restarts a worker)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +185,13 @@ class WorkerSpec(Strict):
     def max_jobs_in_flight(self) -> int:
         """Per worker process, across all its queues."""
         return self.concurrency_per_queue * len(self.queues)
+
+    @property
+    def stall_limit(self) -> int:
+        """max_stalled_count, or its default derived from the jobs sharing a process."""
+        if self.max_stalled_count is not None:
+            return self.max_stalled_count
+        return contract.default_max_stalled_count(self.max_jobs_in_flight)
 
     @field_validator("queues")
     @classmethod

@@ -49,7 +49,7 @@ def _child_main(
     # still draining; the parent alone decides, and it uses SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent()
     if memory_limit_bytes is not None:
         baseline = _virtual_memory_bytes()
         resource.setrlimit(resource.RLIMIT_AS, (baseline + memory_limit_bytes, baseline + memory_limit_bytes))
@@ -63,9 +63,9 @@ def _child_main(
     result_pipe.close()
 
 
-def _die_with_parent() -> None:
-    """SIGKILL this child when its parent (the fork server, which exits with the worker) dies, so a
-    SIGKILLed worker leaves no orphan burning CPU. Linux only; elsewhere a no-op."""
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (the worker for the fork server, the fork server for
+    a job child), so a SIGKILLed worker leaves no orphan burning CPU. Linux only; elsewhere a no-op."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
