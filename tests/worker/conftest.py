@@ -30,7 +30,7 @@ from bullmq import Queue
 
 from killsafe_worker import contract
 from killsafe_worker.handlers import idempotency_marker_key
-from tests.conftest import RedisServer, free_port, require
+from tests.conftest import RedisServer, free_port, require, running
 
 WORKER_BIN = Path(sys.executable).with_name("killsafe-worker")
 STARTUP_TIMEOUT = 60.0
@@ -100,12 +100,7 @@ class AuthRedisServer(RedisServer):
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """Overrides the suite's Redis for the worker tests: the same server, with a password."""
-    server = AuthRedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(kill=True)
+    yield from running(AuthRedisServer(tmp_path / "redis"))
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
