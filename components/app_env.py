@@ -36,6 +36,7 @@ def worker_env(spec: WorkloadSpec, redis_url_file: str | None) -> dict[str, str]
         contract.ENV_LOCK_DURATION_MS: str(budget.lock_duration_ms),
         contract.ENV_STALLED_INTERVAL_MS: str(budget.stalled_interval_ms),
         contract.ENV_LIVENESS_STALL_SECONDS: str(budget.liveness_stall_seconds),
+        contract.ENV_MAX_STALLED_COUNT: str(worker.stall_limit),
     }
     return with_user_env(spec, own)
 

@@ -35,7 +35,11 @@ ENV_CONCURRENCY_PER_QUEUE: Final = "KILLSAFE_CONCURRENCY_PER_QUEUE"
 LEGACY_ENV_CONCURRENCY: Final = "KILLSAFE_CONCURRENCY"
 """The old, ambiguous name; the worker refuses it (exit 2) and names ENV_CONCURRENCY_PER_QUEUE."""
 ENV_MAX_JOB_SECONDS: Final = "KILLSAFE_MAX_JOB_SECONDS"
-"""The job budget (spec worker.max_job_seconds), enforced per job by the worker."""
+"""The job budget (spec worker.max_job_seconds), enforced per job by the worker: at the budget an async
+handler is cancelled and a sandboxed child killed, and the attempt fails with reason `timeout`."""
+ENV_MAX_STALLED_COUNT: Final = "KILLSAFE_MAX_STALLED_COUNT"
+"""How often a job may stall (its worker killed or frozen past the lock) and still be re-run; one more
+stall fails it for good (spec worker.max_stalled_count; default `default_max_stalled_count`)."""
 ENV_KEY_PREFIX: Final = "KILLSAFE_KEY_PREFIX"
 """BullMQ's Redis key prefix (Node's `prefix` option): workers, web, DLQ tools, autoscalers agree on it."""
 ENV_HEALTH_PORT: Final = "KILLSAFE_HEALTH_PORT"
@@ -46,7 +50,12 @@ ENV_LOCK_DURATION_MS: Final = "KILLSAFE_LOCK_DURATION_MS"
 ENV_STALLED_INTERVAL_MS: Final = "KILLSAFE_STALLED_INTERVAL_MS"
 ENV_LIVENESS_STALL_SECONDS: Final = "KILLSAFE_LIVENESS_STALL_SECONDS"
 ENV_STARTUP_TIMEOUT_SECONDS: Final = "KILLSAFE_STARTUP_TIMEOUT_SECONDS"
-"""How long the worker waits for Redis at startup before exiting non-zero."""
+"""The startup budget: how long the process may take from exec until LIVE_PATH answers (imports,
+configuration, binding the health port; the worker keeps retrying a busy port this long, then exits 1).
+Redis is *not* part of startup: a worker whose Redis is unreachable, at start or later, stays alive and
+not ready and keeps retrying (capped back-off) for as long as it takes, and is ready within about a
+second of Redis answering. So a startup probe sized from this never restarts a worker for a Redis
+outage; readiness (READY_PATH) is what reports it."""
 ENV_NEVER_AUTO_RETRY: Final = "KILLSAFE_NEVER_AUTO_RETRY"
 """Comma-separated job names the dead-letter workflow retries only with --confirm."""
 ENV_LOG_LEVEL: Final = "KILLSAFE_LOG_LEVEL"
@@ -60,6 +69,9 @@ DEFAULT_LOCK_DURATION_MS: Final = 30_000
 DEFAULT_STALLED_INTERVAL_MS: Final = 30_000
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: Final = 25
 DEFAULT_STARTUP_TIMEOUT_SECONDS: Final = 30
+DEFAULT_MAX_JOB_SECONDS: Final = 15
+"""The budget behind the default drain deadline (25 s = 15 s + the 15 s drain margin - 5 s reserve):
+used only when KILLSAFE_MAX_JOB_SECONDS is unset (a bare `docker run`); every target sets it."""
 DEFAULT_KEY_PREFIX: Final = "bull"
 KEY_PREFIX_PATTERN: Final = r"^[A-Za-z0-9_.{}-]{1,64}$"
 """A BullMQ prefix: no ':' (the key separator) and no spaces; braces allow a Redis Cluster hash tag."""
@@ -80,7 +92,12 @@ SECRETS_MOUNT_DIR: Final = "/var/run/secrets/killsafe"
 
 # --- Redis keys written by the worker (outside BullMQ's own `bull:` prefix) -----------------------
 IDEMPOTENCY_KEY_PREFIX: Final = "killsafe:done:"
-"""SET NX markers: one per idempotency key, so a re-run after a crash repeats no side effect."""
+"""SET NX markers `killsafe:done:<key prefix>:<queue>:<key>`, so a re-run after a crash repeats no side
+effect. The key is job.data[IDEMPOTENCY_DATA_FIELD] when the producer sets one (one logical operation,
+however many jobs carry it), else `<job id>@<job creation time, ms>`: one job instance, so a new job
+that reuses an id (after Queue.obliterate(), a removal, or a retention expiry) is never skipped."""
+IDEMPOTENCY_DATA_FIELD: Final = "idempotency_key"
+"""job.data field holding an explicit idempotency key (the web app sets it and also uses it as the jobId)."""
 DLQ_AUDIT_STREAM: Final = "killsafe:dlq:audit"
 """Redis stream holding one audit record per dead-letter retry (who, why, when, job)."""
 WORKER_REGISTRY_PREFIX: Final = "killsafe:workers:"
@@ -107,7 +124,20 @@ METRIC_WORKER_READY: Final = "killsafe_worker_ready"
 """1 while /readyz would answer 200."""
 
 QUEUE_STATES: Final = ("waiting", "active", "delayed", "prioritized", "failed")
-INTERRUPT_REASONS: Final = ("shutdown_deadline", "child_crashed", "child_oom", "lock_lost")
+INTERRUPT_REASONS: Final = ("shutdown_deadline", "child_crashed", "child_oom", "lock_lost", "redis_oom")
+"""redis_oom: a handler's Redis write was refused because Redis reached maxmemory (noeviction); the job
+is handed back without using an attempt and the worker stops claiming until Redis accepts writes."""
+TIMEOUT_REASON: Final = "timeout"
+"""failedReason prefix of an attempt stopped at KILLSAFE_MAX_JOB_SECONDS (counted in METRIC_JOBS_TIMED_OUT)."""
+
+
+def default_max_stalled_count(max_jobs_in_flight: int) -> int:
+    """Stalls a job survives by default: two deaths of its own worker (a lost node and a kill past the
+    grace period, say), plus one when jobs share a process, because a job that crashes its worker (an
+    OOM kill) stalls every job running beside it. A job that kills its worker every time is failed
+    after this many + 1 crashes, each costing a worker restart: the trade-off against poison jobs."""
+    return 2 if max_jobs_in_flight <= 1 else 3
+
 
 # --- Shutdown -------------------------------------------------------------------------------------
 STOP_SIGNAL: Final = "SIGTERM"
@@ -116,7 +146,8 @@ STOP_SIGNAL: Final = "SIGTERM"
 EXIT_OK: Final = 0
 """Drained: every in-flight job finished before the drain deadline."""
 EXIT_FAILURE: Final = 1
-"""Unrecoverable error (Redis unreachable past the startup timeout, the processing loop died)."""
+"""Unrecoverable error: the processing loop died, the Redis user lacks a permission the worker needs
+(ACL), or the health port stayed busy for the whole startup budget. A Redis outage is never one."""
 EXIT_USAGE: Final = 2
 """Invalid configuration (a one-line error names the variable)."""
 EXIT_DRAIN_DEADLINE: Final = 3

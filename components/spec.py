@@ -298,6 +298,15 @@ class WorkerSpec(Strict):
     autoscaling: AutoscalingSpec | None = Field(
         default=None, description="omit for a fixed replica count; set to scale on the queue backlog"
     )
+    max_stalled_count: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="times a job may stall (its worker killed or frozen past the lock) and still be re-run; "
+        "one more fails it for good. Default: 2, or 3 when a process runs more than one job (a job that "
+        "OOM-kills its worker stalls the jobs beside it). Higher re-runs more after kills; lower stops a "
+        "job that crashes its worker every time sooner (each crash restarts a worker)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -339,6 +348,13 @@ class WorkerSpec(Strict):
                 "fight it on every deploy); remove replicas and use autoscaling.min_replicas/max_replicas",
             )
         return self
+
+    @property
+    def stall_limit(self) -> int:
+        """max_stalled_count, or its default derived from the jobs sharing a process."""
+        if self.max_stalled_count is not None:
+            return self.max_stalled_count
+        return contract.default_max_stalled_count(self.max_jobs_in_flight)
 
     @field_validator("queues")
     @classmethod

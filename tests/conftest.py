@@ -120,11 +120,15 @@ class RedisServer:
         self.start()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
+def running(server: RedisServer) -> Iterator[RedisServer]:
+    """Start `server`, yield it, kill it: the body of every Redis fixture."""
     server.start()
     try:
         yield server
     finally:
         server.stop(kill=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running(RedisServer(tmp_path / "redis"))

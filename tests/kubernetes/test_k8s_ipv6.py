@@ -130,21 +130,7 @@ def _app(tier: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-@pytest.mark.parametrize(
-    "tier",
-    [
-        "web",
-        pytest.param(
-            "worker",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the worker's health server binds 0.0.0.0 only (killsafe_worker.health "
-                "start_health_server hosts default): an IPv6-only cluster's kubelet cannot probe it; "
-                "worker_image is owned by the worker issue",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("tier", ["web", "worker"])
 def test_app_probe_port_answers_on_ipv6(tier: str, tmp_path: Path) -> None:
     proc, port = _app(tier, tmp_path)
     try:

@@ -2,6 +2,10 @@
 
 Workers are the installed console script, started with a real environment and stopped with real
 signals. Jobs are enqueued with bullmq's own Queue, and every assertion reads Redis directly.
+
+Every Redis here requires a password (TEST_PASSWORD), and every line any worker, web or CLI process
+writes during the session is collected (`capture_log_file`, `capture_output`): at the end of the
+session none may contain the password, whatever form the URL took.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from bullmq import Queue
 
 from killsafe_worker import contract
 from killsafe_worker.handlers import idempotency_marker_key
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, require, running
 
 WORKER_BIN = Path(sys.executable).with_name("killsafe-worker")
 STARTUP_TIMEOUT = 60.0
@@ -34,6 +38,69 @@ STARTUP_TIMEOUT = 60.0
 QUEUE = "jobs"
 INHERIT_NOT = ("KILLSAFE_", "REDIS_", "NOTIFY_SOCKET", "WATCHDOG_")
 """Environment variables a test worker must not inherit from whoever runs pytest."""
+TEST_PASSWORD = "ks-test-Pw-5d81c0e7a9"
+"""The password of every test Redis: it must never appear in any log line of the suite."""
+
+_captured_files: list[Path] = []
+_captured_texts: list[tuple[str, str]] = []
+
+
+def capture_log_file(path: Path) -> Path:
+    """Register a process's log file for the end-of-session password check."""
+    _captured_files.append(path)
+    return path
+
+
+def capture_output(what: str, *texts: str | None) -> None:
+    """Register captured stdout/stderr text for the end-of-session password check."""
+    _captured_texts.extend((what, text) for text in texts if text)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_password_in_any_log() -> Iterator[None]:
+    """Item 11: grep everything every worker/web/CLI process of the session wrote for the password."""
+    yield
+    leaks = [
+        f"{path}: {line[:300]}"
+        for path in _captured_files
+        if path.exists()
+        for line in path.read_text(errors="replace").splitlines()
+        if TEST_PASSWORD in line
+    ]
+    leaks += [
+        f"{what}: {line[:300]}" for what, text in _captured_texts for line in text.splitlines() if TEST_PASSWORD in line
+    ]
+    if leaks:
+        pytest.fail("the Redis password reached a log line:\n" + "\n".join(leaks[:20]), pytrace=False)
+
+
+@dataclass
+class AuthRedisServer(RedisServer):
+    """A RedisServer that requires TEST_PASSWORD (`url` carries it, `cli` sends it)."""
+
+    password: str = TEST_PASSWORD
+
+    def __post_init__(self) -> None:
+        self.extra = ("--requirepass", self.password, *self.extra)
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(
+            [require("redis-cli"), "-p", str(self.port), "--no-auth-warning", "-a", self.password, *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """Overrides the suite's Redis for the worker tests: the same server, with a password."""
+    yield from running(AuthRedisServer(tmp_path / "redis"))
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -146,7 +213,7 @@ class WorkerFactory:
         args: tuple[str, ...] = (),
     ) -> WorkerProcess:
         port = free_port()
-        log_path = self.tmp_path / f"worker-{len(self.started)}.log"
+        log_path = capture_log_file(self.tmp_path / f"worker-{len(self.started)}.log")
         environment = {
             **{key: value for key, value in os.environ.items() if not key.startswith(INHERIT_NOT)},
             contract.ENV_REDIS_URL: self.redis_server.url,
@@ -211,8 +278,8 @@ def client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True)
 
 
-def job_state(r: redis.Redis, job_id: str, queue: str = QUEUE) -> str:
-    prefix = f"bull:{queue}"
+def job_state(r: redis.Redis, job_id: str, queue: str = QUEUE, key_prefix: str = "bull") -> str:
+    prefix = f"{key_prefix}:{queue}"
     if r.zscore(f"{prefix}:completed", job_id) is not None:
         return "completed"
     if r.zscore(f"{prefix}:failed", job_id) is not None:
@@ -226,8 +293,8 @@ def job_state(r: redis.Redis, job_id: str, queue: str = QUEUE) -> str:
     return "unknown"
 
 
-def job_hash(r: redis.Redis, job_id: str, queue: str = QUEUE) -> dict[str, str]:
-    return r.hgetall(f"bull:{queue}:{job_id}")
+def job_hash(r: redis.Redis, job_id: str, queue: str = QUEUE, key_prefix: str = "bull") -> dict[str, str]:
+    return r.hgetall(f"{key_prefix}:{queue}:{job_id}")
 
 
 def lock_holder_pid(r: redis.Redis, job_id: str, queue: str = QUEUE) -> int | None:

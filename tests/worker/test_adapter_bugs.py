@@ -8,6 +8,7 @@ variant), and with the workaround, asserting it is gone.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from collections import Counter
@@ -416,3 +417,227 @@ def test_o1_fetch_next_still_runs_delayed_jobs_on_time(redis_server: RedisServer
 
     late = asyncio.run(_delay_lateness_ms(redis_server.url, with_b2_and_b5))
     assert late < 400, f"delayed jobs {late:.0f} ms late"
+
+
+# --- B6: concurrent jobs share lock tokens (a late-binding closure in run()) ---------------------
+
+
+async def _distinct_tokens_in_flight(url: str, fix: Fix | None, jobs: int = 20) -> tuple[int, int]:
+    """(jobs seen in flight at once, distinct tokens among them) with concurrency = jobs."""
+    tokens: dict[str, str] = {}
+    all_started = asyncio.Event()
+
+    async def hold(job: Any, token: str) -> None:
+        tokens[job.id] = token
+        if len(tokens) == jobs:
+            all_started.set()
+        await all_started.wait()
+
+    queue = await _fresh_queue(url, "b6")
+    await queue.addBulk([{"name": "hold", "data": {"n": n}} for n in range(jobs)])
+    worker = _closable_worker(url, "b6", hold, concurrency=jobs)
+    await _apply(fix, worker)
+    run = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(all_started.wait(), 30)
+    await worker.close()
+    await run
+    await queue.close()
+    return len(tokens), len(set(tokens.values()))
+
+
+def test_b6_bare_concurrent_jobs_share_tokens(redis_server: RedisServer) -> None:
+    jobs, tokens = asyncio.run(_distinct_tokens_in_flight(redis_server.url, None))
+    assert jobs == 20
+    assert tokens < jobs, f"B6 seems fixed upstream: {tokens} distinct tokens for {jobs} jobs"
+
+
+def test_b6_own_token_per_job_gives_each_job_its_token(redis_server: RedisServer) -> None:
+    assert asyncio.run(_distinct_tokens_in_flight(redis_server.url, adapter.own_token_per_job)) == (20, 20)
+
+
+# --- B7: global rate limits (Node's setGlobalRateLimit, Bull Board) are ignored --------------------
+
+
+async def _start_times_under_rate_limit(url: str, fix: Fix | None, jobs: int = 6, within_s: float = 4.5) -> list[float]:
+    """Seconds after the first start at which each job started, with the queue limited to 2 jobs/s
+    (the meta fields Node's Queue.setGlobalRateLimit(2, 1000) writes) and `within_s` to run them."""
+    starts: list[float] = []
+
+    async def record(_job: Any, _token: str) -> None:
+        starts.append(time.monotonic())
+
+    queue = await _fresh_queue(url, "b7")
+    await queue.client.hset(queue.keys["meta"], mapping={"max": 2, "duration": 1000})
+    await queue.addBulk([{"name": "limited", "data": {"n": n}} for n in range(jobs)])
+    worker = _closable_worker(url, "b7", record, concurrency=4)
+    await _apply(fix, worker)
+    await adapter.use_exact_block_timeouts(worker)
+    run = asyncio.ensure_future(worker.run())
+    deadline = time.monotonic() + within_s
+    while len(starts) < jobs and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await worker.close()
+    await run
+    await queue.close()
+    return [round(at - starts[0], 2) for at in starts]
+
+
+def test_b7_bare_worker_ignores_the_global_rate_limit(redis_server: RedisServer) -> None:
+    starts = asyncio.run(_start_times_under_rate_limit(redis_server.url, None))
+    assert len(starts) < 6, f"B7 seems fixed upstream: all jobs started at {starts}"
+
+
+def test_b7_honour_rate_limits_starts_two_jobs_a_second(redis_server: RedisServer) -> None:
+    starts = asyncio.run(_start_times_under_rate_limit(redis_server.url, adapter.honour_rate_limits))
+    print("start times under a 2 jobs/s global rate limit:", starts)
+    assert len(starts) == 6, f"only {len(starts)} of 6 jobs started within 4.5 s: {starts}"
+    assert all(later - earlier >= 0.8 for earlier, later in zip(starts, starts[2:], strict=False)), (
+        f"more than 2 jobs started within a second: {starts}"
+    )
+
+
+# --- B8: connections invisible to Node's getWorkers(); processedBy never set ----------------------
+
+
+async def _names_and_processed_by(url: str, fix: Fix | None) -> tuple[list[str], str | None]:
+    """(connection names Node's Queue.getWorkers() would list, the completed job's processedBy)."""
+    done = asyncio.Event()
+
+    async def work(_job: Any, _token: str) -> None:
+        done.set()
+
+    queue = await _fresh_queue(url, "b8")
+    worker = _closable_worker(url, "b8", work, name="host-1:42")
+    await _apply(fix, worker)
+    run = asyncio.ensure_future(worker.run())
+    job = await queue.add("work", {})
+    await asyncio.wait_for(done.wait(), 10)
+    while await queue.getJobState(job.id) != "completed":
+        await asyncio.sleep(0.02)
+    node_name = adapter.node_client_name("bull", "b8", None)  # what Node's Queue.clientName() returns
+    clients = await queue.client.client_list()
+    listed = [c["name"] for c in clients if c["name"] == node_name or c["name"].startswith(node_name + ":w:")]
+    processed_by = await queue.client.hget(queue.toKey(job.id), "pb")
+    await worker.close()
+    await run
+    await queue.close()
+    return listed, processed_by
+
+
+def test_b8_bare_worker_is_invisible_to_node_and_sets_no_processed_by(redis_server: RedisServer) -> None:
+    listed, processed_by = asyncio.run(_names_and_processed_by(redis_server.url, None))
+    assert listed == [] and processed_by is None, f"B8 seems fixed upstream: {listed}, {processed_by!r}"
+
+
+def test_b8_node_names_and_processed_by(redis_server: RedisServer) -> None:
+    def both(worker: Worker) -> None:
+        adapter.name_connections_like_node(worker)
+        adapter.record_processed_by(worker)
+
+    listed, processed_by = asyncio.run(_names_and_processed_by(redis_server.url, both))
+    assert listed == [adapter.node_client_name("bull", "b8", "host-1:42")] * 2  # main + blocking connection
+    assert processed_by == "host-1:42"
+
+
+# --- B9: a job failed for stalling gets the stack trace "NoneType: None" ------------------------------
+
+
+async def _failed_for_stalling(url: str, fix: Fix | None) -> dict[str, str]:
+    """A job claimed by a worker that then vanishes (its lock expires) is failed by another worker
+    whose maxStalledCount is 0; returns the failed job's hash."""
+    queue = await _fresh_queue(url, "b9")
+    job = await queue.add("abandoned", {})
+    vanished = _worker(url, "b9", None, lockDuration=1000)
+    assert (await vanished.getNextJob("vanished:1")).id == job.id  # claimed, then never processed
+    await vanished.close(force=True)
+
+    async def never_called(_job: Any, _token: str) -> None:
+        raise AssertionError("a job failed for stalling must not run")
+
+    survivor = _closable_worker(url, "b9", never_called, lockDuration=1000, stalledInterval=300, maxStalledCount=0)
+    await _apply(fix, survivor)
+    run = asyncio.ensure_future(survivor.run())
+    deadline = time.monotonic() + 20
+    while await queue.getJobState(job.id) != "failed" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    raw = await queue.client.hgetall(queue.toKey(job.id))
+    await survivor.close()
+    await run
+    await queue.close()
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def test_b9_bare_stalled_failure_has_a_nonetype_trace(redis_server: RedisServer) -> None:
+    failed = asyncio.run(_failed_for_stalling(redis_server.url, None))
+    assert failed["failedReason"] == "job stalled more than allowable limit"
+    assert json.loads(failed["stacktrace"]) == ["NoneType: None\n"], "B9 seems fixed upstream"
+
+
+def test_b9_stalled_failure_says_why(redis_server: RedisServer) -> None:
+    failed = asyncio.run(_failed_for_stalling(redis_server.url, adapter.fetch_next_on_complete))
+    assert failed["failedReason"].startswith(
+        "job stalled more than allowable limit: the worker running it lost its lock"
+    )
+    assert "max_stalled_count (0)" in failed["failedReason"]
+    assert json.loads(failed["stacktrace"]) == [failed["failedReason"]]
+
+
+# --- B10: a job hash that cannot be parsed stays active forever ---------------------------------------
+
+FOREIGN_JOBS = {
+    "bad-data": {"data": "not json {", "opts": "{}"},
+    "bad-opts": {"data": "{}", "opts": "[1, 2"},
+    "bad-atm": {"data": "{}", "opts": "{}", "atm": "three"},
+}
+"""Job hashes a producer that does not speak BullMQ could write (field: what is wrong with it)."""
+
+
+async def _unparsable_outcome(url: str, fix: Fix | None) -> tuple[dict[str, str], Counter[str]]:
+    """Write FOREIGN_JOBS straight into Redis and let a worker run ~4 s; (state per job, failed events)."""
+    queue = await _fresh_queue(url, "b10")
+    client = queue.client
+    for job_id, fields in FOREIGN_JOBS.items():
+        await client.hset(
+            queue.toKey(job_id), mapping={"name": "foreign", "timestamp": int(time.time() * 1000), **fields}
+        )
+        await client.lpush(queue.keys["wait"], job_id)
+    await client.zadd(queue.keys["marker"], {"0": 0})
+
+    async def never_called(_job: Any, _token: str) -> None:
+        raise AssertionError("an unparsable job must not run")
+
+    failed: Counter[str] = Counter()
+    worker = _closable_worker(url, "b10", never_called, lockDuration=1000, stalledInterval=300, maxStalledCount=5)
+    await _apply(fix, worker)
+    worker.on("failed", lambda job, _err: failed.update([job.id]))
+    worker.on("error", lambda *_: None)
+    run = asyncio.ensure_future(worker.run())
+    await asyncio.sleep(4)
+    states = {job_id: str(await queue.getJobState(job_id)) for job_id in FOREIGN_JOBS}
+    await worker.close()
+    await run
+    await queue.close()
+    return states, failed
+
+
+def test_b10_bare_unparsable_jobs_are_never_failed(redis_server: RedisServer) -> None:
+    states, failed = asyncio.run(_unparsable_outcome(redis_server.url, None))
+    assert "failed" not in states.values() and not failed, f"B10 seems fixed upstream: {states}"
+
+
+def test_b10_unparsable_jobs_fail_once_with_what_could_not_be_parsed(redis_server: RedisServer) -> None:
+    states, failed = asyncio.run(_unparsable_outcome(redis_server.url, adapter.fail_unparsable_jobs))
+    assert states == dict.fromkeys(FOREIGN_JOBS, "failed")
+    assert failed == Counter(dict.fromkeys(FOREIGN_JOBS, 1)), "each job is failed exactly once"
+    rds = Redis.from_url(redis_server.url, decode_responses=True)
+
+    async def reasons() -> dict[str, str]:
+        try:
+            return {job_id: await rds.hget(f"bull:b10:{job_id}", "failedReason") for job_id in FOREIGN_JOBS}
+        finally:
+            await rds.aclose()
+
+    got = asyncio.run(reasons())
+    assert "data is not JSON ('not json {')" in got["bad-data"]
+    assert "opts is not JSON ('[1, 2')" in got["bad-opts"]
+    assert "atm is not an integer ('three')" in got["bad-atm"]

@@ -24,6 +24,7 @@ from bullmq import Queue, Worker
 
 from killsafe_worker import contract, dlq
 from tests.conftest import RedisServer
+from tests.worker.conftest import capture_output
 
 QUEUE = "dlq-test"
 OTHER_QUEUE = "dlq-other"
@@ -77,7 +78,7 @@ def env(redis_server: RedisServer) -> dict[str, str]:
 
 @pytest.fixture
 def rds(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=redis_server.port, decode_responses=True)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         yield client
     finally:
@@ -88,6 +89,7 @@ def run_dlq(capsys: pytest.CaptureFixture[str], env: dict[str, str], *argv: str)
     capsys.readouterr()
     code = dlq.main(list(argv), environ=env)
     out, err = capsys.readouterr()
+    capture_output(f"dlq {' '.join(argv)}", out, err)
     return code, out, err
 
 

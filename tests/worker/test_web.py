@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -31,6 +32,7 @@ from bullmq.custom_errors import UnrecoverableError
 
 from killsafe_worker import contract
 from tests.conftest import RedisServer, free_port
+from tests.worker.conftest import AuthRedisServer, capture_log_file, capture_output
 
 QUEUE = "web-test"
 WEB_BIN = Path(sys.executable).with_name("killsafe-web")
@@ -61,6 +63,10 @@ def call(method: str, url: str, body: Any = None, raw: bytes | None = None, time
 class WebApp:
     proc: subprocess.Popen[str]
     port: int
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -90,12 +96,14 @@ def start_web(redis_url: str, **extra_env: str) -> WebApp:
         **extra_env,
     }
     env.pop(contract.ENV_REDIS_URL_FILE, None)
-    proc = subprocess.Popen([str(WEB_BIN)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    app = WebApp(proc, port)
+    log_path = capture_log_file(Path(tempfile.mkdtemp(prefix="killsafe-web-")) / "web.log")
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen([str(WEB_BIN)], env=env, stdout=log_file, stderr=log_file, text=True)
+    app = WebApp(proc, port, log_path)
 
     def live() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"killsafe-web exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(f"killsafe-web exited {proc.returncode}: {app.log_text()}")
         try:
             return app.get(contract.LIVE_PATH)[0] == 200
         except OSError:
@@ -116,7 +124,7 @@ class Stack:
 
 def _stack(server: RedisServer) -> Iterator[Stack]:
     web = start_web(server.url)
-    client = redis.Redis(port=server.port, decode_responses=True)
+    client = redis.Redis.from_url(server.url, decode_responses=True)
     try:
         yield Stack(server, web, client)
     finally:
@@ -126,7 +134,7 @@ def _stack(server: RedisServer) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def _module_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = AuthRedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     try:
         yield from _stack(server)
@@ -393,7 +401,7 @@ def test_sigterm_turns_readiness_off_finishes_the_in_flight_enqueue_then_exits_0
     assert result["answer"][0] == 202
     assert web_app.proc.wait(timeout=30) == 0
     assert rds.lrange(f"bull:{QUEUE}:wait", 0, -1) == ["inflight-1"]
-    stderr = web_app.proc.stderr.read() if web_app.proc.stderr else ""
+    stderr = web_app.log_text()
     messages = [json.loads(line)["msg"] for line in stderr.splitlines() if line.startswith("{")]
     assert messages.index("draining") < messages.index("stopped")
 
@@ -422,13 +430,14 @@ def test_a_request_past_the_drain_deadline_is_cut_and_the_exit_code_says_so(redi
         app.stop()
 
     assert "answer" not in result, f"a cut request must get no answer, got {result.get('answer')}"
-    stderr = app.proc.stderr.read() if app.proc.stderr else ""
+    stderr = app.log_text()
     assert '"requestsCut": 1' in stderr
 
 
 def test_invalid_settings_exit_2_with_one_line(redis_server: RedisServer) -> None:
     env = {**os.environ, contract.ENV_REDIS_URL: redis_server.url, contract.ENV_WEB_PORT: "eighty"}
     done = subprocess.run([str(WEB_BIN)], check=False, env=env, capture_output=True, text=True, timeout=60)
+    capture_output("killsafe-web with a bad port", done.stdout, done.stderr)
 
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [

@@ -10,16 +10,20 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from killsafe_worker import contract
 
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _QUEUE_NAME = re.compile(contract.QUEUE_NAME_PATTERN)
+_KEY_PREFIX = re.compile(contract.KEY_PREFIX_PATTERN)
+_SECRET_QUERY_PARAM = re.compile(r"pass|user|auth|token|secret|cred|key", re.IGNORECASE)
+"""Query parameters of a Redis URL whose values are credentials (redis-py accepts ?password=...)."""
+UNPARSEABLE_URL = "<unparseable URL, redacted>"
 
 
 class SettingsError(Exception):
@@ -40,6 +44,9 @@ class WorkerSettings:
     queues: tuple[str, ...]
     concurrency: int
     """Per queue (KILLSAFE_CONCURRENCY_PER_QUEUE): one bullmq Worker per queue, each this concurrent."""
+    key_prefix: str
+    max_job_seconds: float
+    max_stalled_count: int
     health_port: int
     shutdown_timeout_seconds: float
     lock_duration_ms: int
@@ -47,19 +54,96 @@ class WorkerSettings:
     liveness_stall_seconds: float
     startup_timeout_seconds: float
     log_level: str
+    redis_url_file: str | None = None
+    """Where redis_url came from, if a file: it is read again for each new connection (rotated passwords)."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with every credential replaced by ***: userinfo, and the values of query parameters
+    such as password= and username= (redis-py accepts both); an unparseable URL is not shown at all."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a malformed port)
+    except ValueError:
+        return UNPARSEABLE_URL
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{quote(name)}=***" if _SECRET_QUERY_PARAM.search(name) else f"{quote(name)}={quote(value)}"
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credential strings inside a Redis URL (raw and percent-decoded), for scrubbing log lines."""
+    found: set[str] = set()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    for piece in [userinfo, *userinfo.split(":", 1)] if userinfo else []:
+        found.update({piece, unquote(piece)})
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_QUERY_PARAM.search(name):
+            found.update({value, unquote(value)})
+    return sorted(secret for secret in found if secret)
 
 
 def _check_redis_url(variable: str, url: str) -> str:
-    scheme = urlsplit(url).scheme
-    if scheme not in REDIS_URL_SCHEMES:
-        shown = url if "@" not in url else "<redacted>"
-        raise SettingsError(variable, shown, "a URL starting with redis://, rediss:// or unix://")
+    """A URL redis-py will accept; every error shows the URL redacted (or not at all)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise SettingsError(variable, UNPARSEABLE_URL, "a redis://, rediss:// or unix:// URL") from None
+    if parts.scheme not in REDIS_URL_SCHEMES:
+        scheme = f"{parts.scheme}://" if parts.scheme.isalnum() else "no scheme"
+        raise SettingsError(variable, f"<{scheme} URL, redacted>", "a URL starting with redis://, rediss:// or unix://")
+    shown = redact_url(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise SettingsError(variable, shown, "a URL whose port is a number from 1 to 65535") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise SettingsError(variable, shown, "a unix:// URL with the socket path, e.g. unix:///run/redis.sock")
+        return url
+    if port == 0:
+        raise SettingsError(variable, shown, "a URL whose port is a number from 1 to 65535")
+    if not parts.hostname:
+        raise SettingsError(variable, shown, "a URL with a host, e.g. redis://redis.internal:6379/0")
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise SettingsError(variable, shown, "a URL whose path is a database number, e.g. /0")
     return url
+
+
+def forget_redis_credentials(environ: MutableMapping[str, str]) -> None:
+    """Drop the Redis URL (and its file's path) from the environment once read, so no child process
+    (the sandbox's fork server and job children, a user's subprocess) inherits the credentials."""
+    for name in (contract.ENV_REDIS_URL, contract.ENV_REDIS_URL_FILE):
+        environ.pop(name, None)
+
+
+def key_prefix_from_env(environ: Mapping[str, str]) -> str:
+    """BullMQ's key prefix (Node's `prefix`): the same on every producer, worker and dashboard."""
+    raw = environ.get(contract.ENV_KEY_PREFIX, "").strip()
+    if not raw:
+        return contract.DEFAULT_KEY_PREFIX
+    if not _KEY_PREFIX.match(raw):
+        raise SettingsError(contract.ENV_KEY_PREFIX, raw, f"a BullMQ prefix matching {contract.KEY_PREFIX_PATTERN}")
+    return raw
+
+
+def redis_url_file_from_env(environ: Mapping[str, str]) -> str | None:
+    return environ.get(contract.ENV_REDIS_URL_FILE, "").strip() or None
 
 
 def redis_url_from_env(environ: Mapping[str, str]) -> str:
     """REDIS_URL_FILE (a mounted secret) wins over REDIS_URL; the local default only if neither is set."""
-    url_file = environ.get(contract.ENV_REDIS_URL_FILE, "").strip()
+    url_file = redis_url_file_from_env(environ)
     if url_file:
         try:
             url = Path(url_file).read_text(encoding="utf-8").strip()
@@ -183,10 +267,24 @@ def load_worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
         minimum=1000,
         maximum=3_600_000,
     )
+    queues = tuple(queues_from_env(environ))
+    concurrency = concurrency_from_env(environ)
     return WorkerSettings(
         redis_url=redis_url_from_env(environ),
-        queues=tuple(queues_from_env(environ)),
-        concurrency=concurrency_from_env(environ),
+        redis_url_file=redis_url_file_from_env(environ),
+        queues=queues,
+        concurrency=concurrency,
+        key_prefix=key_prefix_from_env(environ),
+        max_job_seconds=env_float(
+            environ, contract.ENV_MAX_JOB_SECONDS, contract.DEFAULT_MAX_JOB_SECONDS, minimum=0.1, maximum=86_400
+        ),
+        max_stalled_count=env_int(
+            environ,
+            contract.ENV_MAX_STALLED_COUNT,
+            contract.default_max_stalled_count(concurrency * len(queues)),
+            minimum=0,
+            maximum=100,
+        ),
         health_port=env_int(environ, contract.ENV_HEALTH_PORT, contract.HEALTH_PORT, minimum=1, maximum=65_535),
         shutdown_timeout_seconds=env_float(
             environ,

@@ -31,14 +31,14 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import redis.asyncio as aredis
-from bullmq import Job, Queue
+from bullmq import Queue
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from killsafe_worker import contract
-from killsafe_worker.config import SettingsError, queues_from_env, redis_url_from_env
+from killsafe_worker.config import SettingsError, key_prefix_from_env, queues_from_env, redis_url_from_env
 
 EXIT_OK: Final = contract.EXIT_OK
 EXIT_NOTHING_DONE: Final = 1
@@ -78,19 +78,25 @@ class DeadJob:
     finished_on: int | None
     data: Any
     stacktrace: list[str]
+    processed_by: str = ""
+    """The worker that ran the last attempt (BullMQ's processedBy, set when the job was claimed)."""
 
     @classmethod
-    def from_job(cls, job: Job, state: str = "failed") -> DeadJob:
+    def from_hash(cls, job_id: str, raw: Mapping[str, str], state: str = "failed") -> DeadJob:
+        """From the job's Redis hash as stored, tolerating what bullmq's parser refuses: a job from a
+        foreign producer that failed because it could not be parsed must still be inspectable."""
+        opts = _json_or(raw.get("opts"), {})
         return cls(
-            id=str(job.id),
-            name=str(job.name),
+            id=job_id,
+            name=str(raw.get("name", "")),
             state=state,
-            attempts=int(job.opts.get("attempts") or 1),
-            attempts_made=int(job.attemptsMade),
-            failed_reason=str(job.failedReason or ""),
-            finished_on=int(job.finishedOn) if job.finishedOn else None,
-            data=job.data,
-            stacktrace=[str(line) for line in job.stacktrace or []],
+            attempts=_int_or(opts.get("attempts") if isinstance(opts, dict) else None, 1) or 1,
+            attempts_made=_int_or(raw.get("atm") or raw.get("attemptsMade"), 0),
+            failed_reason=str(raw.get("failedReason", "")),
+            finished_on=_int_or(raw.get("finishedOn"), 0) or None,
+            data=_json_or(raw.get("data"), raw.get("data")),
+            stacktrace=[str(line) for line in _as_list(_json_or(raw.get("stacktrace"), raw.get("stacktrace")))],
+            processed_by=str(raw.get("pb", "")),
         )
 
     def summary(self) -> dict[str, Any]:
@@ -107,9 +113,32 @@ class DeadJob:
             **self.summary(),
             "state": self.state,
             "attempts": self.attempts,
+            "processedBy": self.processed_by or None,
             "data": self.data,
             "stacktrace": self.stacktrace,
         }
+
+
+def _json_or(raw: str | None, default: Any) -> Any:
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return default
+
+
+def _int_or(raw: Any, default: int) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return default
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 @dataclass(frozen=True)
@@ -211,7 +240,8 @@ def _print_json(value: Any) -> None:
 
 
 def redis_client(url: str) -> aredis.Redis:
-    """A client that gives up in seconds, not bullmq's default minutes, when Redis is unreachable."""
+    """A client that gives up in seconds, not bullmq's default minutes, when Redis is unreachable.
+    (A one-shot command: the URL file is read once, at start.)"""
     return aredis.Redis.from_url(
         url,
         decode_responses=True,  # bullmq expects str replies
@@ -221,22 +251,27 @@ def redis_client(url: str) -> aredis.Redis:
     )
 
 
-async def _failed_jobs(queue: Queue, limit: int | None = None) -> list[DeadJob]:
-    """Failed jobs newest first, read in pages; `limit=None` snapshots all of them."""
+async def _failed_jobs(queue: Queue, client: aredis.Redis, limit: int | None = None) -> list[DeadJob]:
+    """Failed jobs newest first, read in pages; `limit=None` snapshots all of them. Read as raw
+    hashes (one pipeline per page), so one unparsable job cannot hide the others."""
     jobs: list[DeadJob] = []
     start = 0
     while limit is None or len(jobs) < limit:
         end = start + PAGE_SIZE - 1 if limit is None else min(start + PAGE_SIZE, limit) - 1
-        page = await queue.getJobs(["failed"], start, end, False)
-        jobs.extend(DeadJob.from_job(job) for job in page)
-        if len(page) < end - start + 1:
+        ids = [str(job_id) for job_id in await client.zrevrange(queue.toKey("failed"), start, end)]
+        pipe = client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(queue.toKey(job_id))
+        hashes = await pipe.execute() if ids else []
+        jobs.extend(DeadJob.from_hash(job_id, raw) for job_id, raw in zip(ids, hashes, strict=True) if raw)
+        if len(ids) < end - start + 1:
             break
         start = end + 1
     return jobs
 
 
-async def list_failed(queue: Queue, limit: int, as_json: bool) -> int:
-    jobs = await _failed_jobs(queue, limit)
+async def list_failed(queue: Queue, client: aredis.Redis, limit: int, as_json: bool) -> int:
+    jobs = await _failed_jobs(queue, client, limit)
     total = int(await queue.getFailedCount())
     if as_json:
         _print_json({"queue": queue.name, "total": total, "jobs": [job.summary() for job in jobs]})
@@ -262,15 +297,15 @@ async def list_failed(queue: Queue, limit: int, as_json: bool) -> int:
     return EXIT_OK
 
 
-async def _load(queue: Queue, job_id: str) -> DeadJob:
-    job = await queue.getJob(job_id)
-    if job is None:
+async def _load(queue: Queue, client: aredis.Redis, job_id: str) -> DeadJob:
+    raw = {str(key): str(value) for key, value in (await client.hgetall(queue.toKey(job_id))).items()}
+    if not raw:
         raise Refused(f"job {job_id} not found in queue {queue.name}")
-    return DeadJob.from_job(job, state=str(await job.getState()))
+    return DeadJob.from_hash(job_id, raw, state=str(await queue.getJobState(job_id)))
 
 
-async def show(queue: Queue, job_id: str, as_json: bool) -> int:
-    job = await _load(queue, job_id)
+async def show(queue: Queue, client: aredis.Redis, job_id: str, as_json: bool) -> int:
+    job = await _load(queue, client, job_id)
     if as_json:
         _print_json({"queue": queue.name, **job.details()})
         return EXIT_OK
@@ -278,6 +313,7 @@ async def show(queue: Queue, job_id: str, as_json: bool) -> int:
     print(f"state:         {job.state}")
     print(f"attempts made: {job.attempts_made} of {job.attempts}")
     print(f"finished:      {_when(job.finished_on)}")
+    print(f"processed by:  {job.processed_by or '-'}")
     print("failed reason: " + (job.failed_reason or "-").replace("\n", "\n" + " " * 15))
     print(f"data:          {json.dumps(job.data, ensure_ascii=False, default=str)}")
     for number, trace in enumerate(job.stacktrace, start=1):
@@ -294,8 +330,11 @@ async def _retry_and_audit(
     The record is written after the retry succeeded, so the trail never shows a retry that did not
     happen; if Redis fails in between, the error says the retry happened but is unaudited.
     """
+    try:
+        bull_job = await queue.getJob(job.id)
+    except ValueError as err:  # json: the hash itself cannot be parsed, a retry would fail it again
+        raise Refused(f"job {job.id} cannot be parsed ({err}); fix or remove it, a retry would fail again") from None
     await client.hdel(queue.toKey(job.id), STALL_COUNTER_FIELD)
-    bull_job = await queue.getJob(job.id)
     if bull_job is None:
         raise Refused(f"job {job.id} disappeared from queue {queue.name} before it could be retried")
     try:
@@ -334,7 +373,7 @@ async def retry_one(
     dry_run: bool,
     as_json: bool,
 ) -> int:
-    job = await _load(queue, job_id)
+    job = await _load(queue, client, job_id)
     if job.state != "failed":
         raise Refused(f"job {job_id} is {job.state}, not failed: nothing to retry")
     if job.name in never_auto_retry and not confirm:
@@ -366,7 +405,7 @@ async def retry_all(
     as_json: bool,
 ) -> int:
     """Retry a snapshot of the failed set; never-auto-retry names are listed as skipped, never retried."""
-    jobs = await _failed_jobs(queue)
+    jobs = await _failed_jobs(queue, client)
     eligible = [job for job in jobs if job.name not in never_auto_retry]
     skipped = [job for job in jobs if job.name in never_auto_retry]
     retried: list[DeadJob] = []
@@ -455,11 +494,11 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if args.queue is not None and not _QUEUE_NAME.match(args.queue):
                 raise UsageError(f"--queue {args.queue!r} is not a queue name ({contract.QUEUE_NAME_PATTERN})")
             return await show_audit(client, args.queue, args.limit, args.json)
-        queue = Queue(_queue_name(args, environ), {"connection": client})
+        queue = Queue(_queue_name(args, environ), {"connection": client, "prefix": key_prefix_from_env(environ)})
         if args.command == "list":
-            return await list_failed(queue, args.limit, args.json)
+            return await list_failed(queue, client, args.limit, args.json)
         if args.command == "show":
-            return await show(queue, args.job_id, args.json)
+            return await show(queue, client, args.job_id, args.json)
         operator = Operator(by=args.by, reason=args.reason, os_user=_os_user(), host=socket.gethostname())
         never = never_auto_retry_from_env(environ)
         if args.command == "retry":

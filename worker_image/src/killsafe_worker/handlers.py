@@ -7,6 +7,11 @@ result; raising fails the attempt (BullMQ retries it if attempts remain).
 A job may run more than once (a worker killed after the side effect but before the job was marked
 completed), so handlers with side effects guard them with `JobContext.record_side_effect()`: a
 Redis SET NX on the job's idempotency key, which lets exactly one run perform the effect.
+
+The key is the producer's explicit `data.idempotency_key` when there is one (the web app always sets
+it: one logical operation, however many jobs carry the key), else the job instance:
+`<job id>@<creation time in ms>`. Not the bare id: ids are reused (Queue.obliterate(), a removed
+job, custom ids after their retention), and a new job with an old id must run its side effect.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from killsafe_worker.sandbox import run_in_child
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_KEY_FIELD = "idempotency_key"
+IDEMPOTENCY_KEY_FIELD = contract.IDEMPOTENCY_DATA_FIELD
 """job.data field holding the idempotency key (the web app sets it and also uses it as the jobId)."""
 IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
 """Markers outlive any retry or dead-letter replay window, then expire (Redis runs noeviction)."""
@@ -63,19 +68,19 @@ def _record_once_script(redis: Redis) -> AsyncScript:
     return script
 
 
-def idempotency_marker_key(queue: str, idempotency_key: str) -> str:
-    """Redis key of the SET NX marker; per queue because default job ids repeat across queues."""
-    return f"{contract.IDEMPOTENCY_KEY_PREFIX}{queue}:{idempotency_key}"
+def idempotency_marker_key(queue: str, idempotency_key: str, key_prefix: str = contract.DEFAULT_KEY_PREFIX) -> str:
+    """Redis key of the SET NX marker; per prefix and queue because job ids repeat across queues."""
+    return f"{contract.IDEMPOTENCY_KEY_PREFIX}{key_prefix}:{queue}:{idempotency_key}"
 
 
 def idempotency_key_of(job: Any) -> str:
-    """`job.data["idempotency_key"]` when present, else the job id."""
+    """`job.data["idempotency_key"]` when present, else this job instance: `<id>@<creation ms>`."""
     data = job.data
     if isinstance(data, Mapping):
         key = data.get(IDEMPOTENCY_KEY_FIELD)
         if isinstance(key, str | int) and str(key):
             return str(key)
-    return str(job.id)
+    return f"{job.id}@{job.timestamp}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class JobContext:
     queue: str
     redis: Redis
     worker_id: str
+    key_prefix: str = contract.DEFAULT_KEY_PREFIX
 
     @property
     def data(self) -> Any:
@@ -111,7 +117,10 @@ class JobContext:
             separators=(",", ":"),
         )
         recorded = await _record_once_script(self.redis)(
-            keys=[idempotency_marker_key(self.queue, self.idempotency_key), contract.SIDE_EFFECTS_LIST],
+            keys=[
+                idempotency_marker_key(self.queue, self.idempotency_key, self.key_prefix),
+                contract.SIDE_EFFECTS_LIST,
+            ],
             args=[marker, IDEMPOTENCY_TTL_SECONDS, SIDE_EFFECTS_KEPT],
         )
         if not recorded:

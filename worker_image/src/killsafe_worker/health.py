@@ -5,8 +5,11 @@ is fresh, the eviction policy cannot drop queue keys, and it is not shutting dow
 only makes the worker not ready; restarting it would not bring Redis back.
 
 Liveness means "restarting this process would help": jobs are waiting, this worker has free
-capacity, and yet nothing was processed for the stall window; or the event loop itself is stuck
-(the server runs on that loop, so a stuck loop also makes the probe time out).
+capacity, and yet nothing was processed for the stall window; every slot of a queue is held by a
+job running past its budget (max_job_seconds plus the cancellation grace: a handler that ignores
+cancellation); or the event loop itself is stuck (the server runs on that loop, so a stuck loop
+also makes the probe time out). Liveness is served from the first moment of the process, before
+Redis is reached: a Redis outage at start is "alive, not ready", never a restart.
 
 The server is a few lines on asyncio.start_server, not aiohttp: probes and scrapers send one GET
 and read one small answer, and importing aiohttp.web alone cost ~8.5 MiB of the worker's idle RSS.
@@ -29,6 +32,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from killsafe_worker import contract
+from killsafe_worker.listen import dual_stack_socket
 from killsafe_worker.metrics import WorkerMetrics
 
 PROBE_INTERVAL_SECONDS = 2.0
@@ -57,6 +61,8 @@ class QueueHealth:
     concurrency: int
     in_flight: Callable[[], int]
     """Jobs this worker is running on the queue right now."""
+    overdue: Callable[[], int] = lambda: 0
+    """Of those, jobs running longer than their budget plus the cancellation grace."""
     backlog: int = 0
     """Waiting + prioritized jobs at the last successful sample."""
     sampled_at: float | None = None
@@ -80,7 +86,11 @@ class HealthState:
     registered_at: float | None = None
     eviction_policy: str | None = None
     claiming_paused: bool = False
-    """True while the worker refuses to claim jobs (unsafe eviction policy)."""
+    """True while the worker refuses to claim jobs (unsafe eviction policy, Redis out of memory)."""
+    redis_oom: str | None = None
+    """Set while Redis refuses writes because it reached maxmemory (noeviction): an infrastructure fault."""
+    fatal: str | None = None
+    """An unrecoverable problem (a missing ACL permission): not ready until the process exits."""
     last_tick: float = field(default_factory=time.monotonic)
     lag_events: list[tuple[float, float]] = field(default_factory=list)
     """(when, lag seconds) of ticks that came later than the limit, kept for LOOP_LAG_WINDOW_SECONDS."""
@@ -129,8 +139,12 @@ class HealthState:
             problems.append("starting")
         if self.shutting_down:
             problems.append("shutting down")
+        if self.fatal is not None:
+            problems.append(f"unrecoverable: {self.fatal}")
         if self.redis_error is not None:
             problems.append(f"redis: {self.redis_error}")
+        if self.redis_oom is not None:
+            problems.append(f"redis is out of memory (maxmemory reached, writes refused): {self.redis_oom}")
         if self.registered_at is None or now - self.registered_at > HEARTBEAT_TTL_SECONDS:
             problems.append("worker registration heartbeat is stale")
         if self.eviction_policy is not None and not self.eviction_policy_safe:
@@ -150,6 +164,12 @@ class HealthState:
             worst = max(seconds for _, seconds in self.lag_events)
             problems.append(f"event loop was blocked for {worst:.1f}s within {LOOP_LAG_WINDOW_SECONDS:g}s")
         for name, entry in self.queues.items():
+            overdue = entry.overdue()
+            if entry.concurrency and overdue >= entry.concurrency:
+                problems.append(
+                    f"queue {name}: all {entry.concurrency} slots held by jobs running past their budget "
+                    "(handlers that ignore cancellation)"
+                )
             if entry.stall_since is None:
                 continue
             idle = now - max(entry.stall_since, entry.last_processed)
@@ -235,7 +255,12 @@ class HealthServer:
         """Connections being served right now (a silent client counts until its read timeout)."""
         return len(self._connections)
 
-    async def start(self, port: int, hosts: Iterable[str]) -> None:
+    async def start(self, port: int, hosts: Iterable[str] | None = None) -> None:
+        """Listen on `hosts`, or (the default) on every IPv4 and IPv6 address."""
+        if hosts is None:
+            sock = dual_stack_socket(port)
+            self._server = await asyncio.start_server(self._serve_connection, sock=sock, limit=MAX_REQUEST_HEAD_BYTES)
+            return
         self._server = await asyncio.start_server(
             self._serve_connection, host=list(hosts), port=port, limit=MAX_REQUEST_HEAD_BYTES, reuse_address=True
         )
@@ -317,9 +342,10 @@ async def _discard_until_eof(reader: asyncio.StreamReader) -> None:
 
 
 async def start_health_server(
-    state: HealthState, metrics: WorkerMetrics, port: int, hosts: Iterable[str] = ("0.0.0.0",)
+    state: HealthState, metrics: WorkerMetrics, port: int, hosts: Iterable[str] | None = None
 ) -> HealthServer:
-    """Serve the probes on all interfaces (kubelet and Prometheus connect to the pod IP); stop with cleanup()."""
+    """Serve the probes on every address, IPv4 and IPv6 (kubelet and Prometheus connect to the pod
+    IP, which is IPv6 on an IPv6-only cluster), or on `hosts`; stop with cleanup()."""
     server = HealthServer(state, metrics)
     await server.start(port, hosts)
     return server

@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
@@ -55,10 +55,33 @@ def bound_log_fields() -> Mapping[str, Any]:
     return _bound_fields.get()
 
 
+MIN_SCRUBBED_SECRET_LENGTH = 4
+"""Shorter secrets are not scrubbed (replacing "ab" everywhere would garble every line); such a
+password is unsafe anyway."""
+
+
 class JsonFormatter(logging.Formatter):
-    """ts (RFC 3339 UTC, ms), level, logger, msg, then bound context fields and `extra=` fields."""
+    """ts (RFC 3339 UTC, ms), level, logger, msg, then bound context fields and `extra=` fields.
+
+    `secrets` (the Redis credentials) are replaced by *** in every line, whatever logged them: a
+    last line of defence behind the explicit redaction of URLs (config.redact_url).
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        forms = set()
+        for secret in secrets:
+            if len(secret) >= MIN_SCRUBBED_SECRET_LENGTH:
+                forms.update({secret, json.dumps(secret, ensure_ascii=False)[1:-1]})
+        self._secrets = sorted(forms, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
+        line = self._format(record)
+        for secret in self._secrets:
+            line = line.replace(secret, "***")
+        return line
+
+    def _format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
@@ -76,10 +99,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str | None = None) -> None:
-    """Route all stdlib logging (ours, bullmq's, the user's) to stderr as JSON lines. Idempotent."""
+def configure_logging(level: str | None = None, secrets: Iterable[str] = ()) -> None:
+    """Route all stdlib logging (ours, bullmq's, the user's) to stderr as JSON lines, with `secrets`
+    scrubbed from every line. Idempotent."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(secrets))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

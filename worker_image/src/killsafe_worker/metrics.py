@@ -70,6 +70,12 @@ class WorkerMetrics:
             ["queue"],
             registry=self.registry,
         )
+        self.timed_out = Counter(
+            _base(contract.METRIC_JOBS_TIMED_OUT),
+            "Job attempts stopped at KILLSAFE_MAX_JOB_SECONDS (failed or retried with reason timeout).",
+            ["queue"],
+            registry=self.registry,
+        )
         self.interrupted = Counter(
             _base(contract.METRIC_JOBS_INTERRUPTED),
             "Jobs stopped before they finished and handed back for a retry, by reason.",
@@ -92,10 +98,14 @@ class WorkerMetrics:
             )
             last_completed.labels(queue).set_function(bound.last_completed)
             self.queues[queue] = bound
+            self.timed_out.labels(queue)
             for reason in contract.INTERRUPT_REASONS:
                 self.interrupted.labels(queue, reason)
             for state in contract.QUEUE_STATES:
                 self.queue_jobs.labels(queue, state)
+
+    def job_timed_out(self, queue: str) -> None:
+        self.timed_out.labels(queue).inc()
 
     def job_interrupted(self, queue: str, reason: str) -> None:
         self.interrupted.labels(queue, reason).inc()

@@ -14,6 +14,7 @@ import ctypes
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
+import os
 import resource
 import signal
 import traceback
@@ -43,13 +44,16 @@ def _child_main(
     target: Callable[..., Any],
     args: tuple[Any, ...],
     memory_limit_bytes: int | None,
+    worker_pid: int,
 ) -> None:
     """Entry point in the child: run `target`, send ("ok", value) or ("error"/"oom", text) back."""
     # A process-group SIGINT/SIGTERM (Ctrl-C, `kill -TERM -pgid`) must not kill work the parent is
     # still draining; the parent alone decides, and it uses SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent()
+    if _orphaned(worker_pid):  # the fork server (or the worker) died before the request above took effect
+        os._exit(1)
     if memory_limit_bytes is not None:
         baseline = _virtual_memory_bytes()
         resource.setrlimit(resource.RLIMIT_AS, (baseline + memory_limit_bytes, baseline + memory_limit_bytes))
@@ -63,14 +67,27 @@ def _child_main(
     result_pipe.close()
 
 
-def _die_with_parent() -> None:
-    """SIGKILL this child when its parent (the fork server, which exits with the worker) dies, so a
-    SIGKILLed worker leaves no orphan burning CPU. Linux only; elsewhere a no-op."""
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (the worker for the fork server, the fork server for
+    a job child), so a SIGKILLed worker leaves no orphan burning CPU. Linux only; elsewhere a no-op."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _orphaned(worker_pid: int) -> bool:
+    """True when this job child's parent is no longer the worker's fork server (it was reparented)."""
+    grandparent = _parent_pid(os.getppid())
+    return grandparent is not None and grandparent != worker_pid
 
 
 def _virtual_memory_bytes() -> int:
@@ -158,7 +175,10 @@ async def run_in_child(
     await _ensure_forkserver()
     receiver, sender = _CONTEXT.Pipe(duplex=False)
     process = _CONTEXT.Process(
-        target=_child_main, args=(sender, target, args, memory_limit_bytes), daemon=True, name="killsafe-job"
+        target=_child_main,
+        args=(sender, target, args, memory_limit_bytes, os.getpid()),
+        daemon=True,
+        name="killsafe-job",
     )
     oom_kills_before = _cgroup_oom_kills()
     process.start()

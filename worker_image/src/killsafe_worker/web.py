@@ -35,16 +35,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from killsafe_worker import contract
+from killsafe_worker import contract, stop_signals
 from killsafe_worker.config import (
     SettingsError,
     env_float,
     env_int,
+    forget_redis_credentials,
+    key_prefix_from_env,
     log_level_from_env,
     queues_from_env,
+    redis_url_file_from_env,
     redis_url_from_env,
+    url_secrets,
 )
+from killsafe_worker.listen import dual_stack_socket
 from killsafe_worker.logs import configure_logging
+from killsafe_worker.redis_auth import UrlFileCredentials, authenticate_with
 
 log = logging.getLogger("killsafe.web")
 
@@ -60,7 +66,7 @@ MAX_IDEMPOTENCY_KEY_LENGTH: Final = 200
 JOB_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 IDEMPOTENCY_KEY_PATTERN: Final = re.compile(rf"^[A-Za-z0-9_.~=+@-]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$")
 """No ':' (BullMQ derives `<id>:lock`, `<id>:logs` keys from the job id) and no '/' (it is a URL segment)."""
-IDEMPOTENCY_DATA_FIELD: Final = "idempotency_key"
+IDEMPOTENCY_DATA_FIELD: Final = contract.IDEMPOTENCY_DATA_FIELD
 REQUEST_FIELDS: Final = frozenset({"name", "data", "idempotency_key"})
 
 DEFAULT_JOB_OPTIONS: Final[Mapping[str, Any]] = {
@@ -100,6 +106,8 @@ class WebSettings:
     port: int
     shutdown_timeout_seconds: float
     log_level: str
+    key_prefix: str = contract.DEFAULT_KEY_PREFIX
+    redis_url_file: str | None = None
 
 
 @dataclass
@@ -140,6 +148,8 @@ def load_web_settings(environ: Mapping[str, str]) -> WebSettings:
     """Validate every variable the web app reads; raises SettingsError on the first bad one."""
     return WebSettings(
         redis_url=redis_url_from_env(environ),
+        redis_url_file=redis_url_file_from_env(environ),
+        key_prefix=key_prefix_from_env(environ),
         queue=queues_from_env(environ)[0],
         port=env_int(environ, contract.ENV_WEB_PORT, contract.WEB_PORT, minimum=1, maximum=65_535),
         shutdown_timeout_seconds=env_float(
@@ -183,13 +193,14 @@ def parse_job_request(body: object) -> JobRequest:
     return JobRequest(name=name, data={**data, IDEMPOTENCY_DATA_FIELD: key}, idempotency_key=key)
 
 
-def redis_client(url: str) -> aredis.Redis:
+def redis_client(url: str, url_file: str | None = None) -> aredis.Redis:
     """A pooled client that fails fast: a down Redis becomes a 503 in about a second, not minutes.
 
     bullmq's own connection retries 20 times with a 20 s cap (notes: B3); we hand the Queue this
-    client instead.
+    client instead. Its credentials follow REDIS_URL_FILE (redis_auth): a rotated password is used
+    from the next connection on.
     """
-    return aredis.Redis.from_url(
+    client = aredis.Redis.from_url(
         url,
         decode_responses=True,  # bullmq expects str replies
         socket_connect_timeout=2.0,
@@ -198,6 +209,8 @@ def redis_client(url: str) -> aredis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         max_connections=64,
     )
+    authenticate_with(client, UrlFileCredentials(url, url_file))
+    return client
 
 
 async def enqueue(queue: Queue, client: aredis.Redis, request: JobRequest) -> EnqueueResult:
@@ -356,8 +369,8 @@ def create_app(settings: WebSettings) -> web.Application:
     app = web.Application(middlewares=[track_requests], client_max_size=MAX_BODY_BYTES)
 
     async def redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        client = redis_client(settings.redis_url)
-        queue = Queue(settings.queue, {"connection": client})
+        client = redis_client(settings.redis_url, settings.redis_url_file)
+        queue = Queue(settings.queue, {"connection": client, "prefix": settings.key_prefix})
         app[STATE] = WebState(settings=settings, redis=client, queue=queue)
         yield
         await queue.close()  # also closes `client`: the Queue's backend owns the connection it was given
@@ -370,8 +383,9 @@ def create_app(settings: WebSettings) -> web.Application:
     return app
 
 
-async def serve(settings: WebSettings, host: str | None = None) -> int:
-    """Serve until SIGTERM/SIGINT, then drain; 0 when every in-flight request finished in time.
+async def serve(settings: WebSettings) -> int:
+    """Serve on every IPv4 and IPv6 address until SIGTERM/SIGINT, then drain; 0 when every in-flight
+    request finished in time.
 
     The drain is ours, not aiohttp's: its shutdown_timeout is spent twice (a wait, then a wait after
     a payload cancel our handlers ignore), which would overrun the platform's kill deadline.
@@ -385,8 +399,8 @@ async def serve(settings: WebSettings, host: str | None = None) -> int:
     )
     await runner.setup()
     state = app[STATE]
-    site = web.TCPSite(runner, host=host, port=settings.port)
     try:
+        site = web.SockSite(runner, dual_stack_socket(settings.port))
         await site.start()
     except OSError as err:
         log.error("cannot listen", extra={"port": settings.port, "error": str(err)})
@@ -396,7 +410,9 @@ async def serve(settings: WebSettings, host: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("listening", extra={"port": settings.port, "queue": settings.queue})
+    if stop_signals.received_early() is not None:
+        stop.set()  # a stop requested while starting: drain (nothing is in flight) and exit
+    log.info("listening", extra={"port": settings.port, "queue": settings.queue, "keyPrefix": settings.key_prefix})
     await stop.wait()
 
     state.draining = True  # readiness and new POSTs on open keep-alive connections now get 503
@@ -416,11 +432,14 @@ async def serve(settings: WebSettings, host: str | None = None) -> int:
 
 
 def main() -> int:
-    """Console-script entry point (`killsafe-web`); configuration comes from the environment only."""
+    """Entry point behind `killsafe-web` (cli.web_main, which catches stop signals before importing
+    this module); configuration comes from the environment only."""
+    stop_signals.catch_early()
     try:
         settings = load_web_settings(os.environ)
     except SettingsError as err:
         print(f"killsafe-web: {err}", file=sys.stderr)
         return contract.EXIT_USAGE
-    configure_logging(settings.log_level)
+    forget_redis_credentials(os.environ)
+    configure_logging(settings.log_level, secrets=url_secrets(settings.redis_url))
     return asyncio.run(serve(settings))

@@ -1,11 +1,18 @@
 """The worker process: consume the queues, drain on SIGTERM, hand jobs back at the drain deadline.
 
 Lifecycle:
-  start    health server up (live, not ready) -> Redis reachable within the startup timeout, or
-           exit 1 -> one bullmq Worker per queue (adapter.py: B1-B5 fixed, O1) -> ready.
-  run      KILLSAFE_CONCURRENCY_PER_QUEUE jobs at a time per queue; a probe every 2 s (reachability, eviction
-           policy, queue counts, registration heartbeat) and a 1 s tick (loop lag, liveness,
-           systemd watchdog), all on the processing loop.
+  start    stop signals caught before anything else (stop_signals); health server up on every
+           address and the supervision tick running: alive, not ready. Then Redis is probed with
+           capped back-off for as long as it takes (an outage at start is never an exit) -> one
+           bullmq Worker per queue (adapter.py: B1-B10 fixed, O1) -> ready.
+  run      KILLSAFE_CONCURRENCY_PER_QUEUE jobs at a time per queue, each cancelled at
+           KILLSAFE_MAX_JOB_SECONDS (reason `timeout`); a probe every 2 s, every 0.5 s while Redis
+           is in trouble (reachability, eviction policy, memory, queue counts, registration
+           heartbeat) and a 1 s tick (loop lag, liveness, systemd watchdog), all on the processing loop.
+  Redis    unreachable: not ready, retrying. Out of memory (noeviction refuses writes): not ready at
+           once, claiming stops, a job whose write was refused is handed back without using an
+           attempt; all of it undone when Redis accepts writes again. A missing ACL permission:
+           not ready, one line naming it, drain, exit 1 (waiting cannot fix it).
   SIGTERM  stop claiming; in-flight jobs finish until KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS -> exit 0.
            Past that deadline the remaining jobs are cancelled and moved back to the queue (the
            library's own moveToDelayed with no delay: no attempt is consumed, another worker takes
@@ -19,14 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bullmq import Worker
@@ -35,15 +44,22 @@ from bullmq.queue_keys import QueueKeys
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, RedisError, ResponseError
 
-from killsafe_worker import adapter, contract
-from killsafe_worker.config import WorkerSettings, load_worker_settings
+from killsafe_worker import adapter, contract, stop_signals
+from killsafe_worker.config import (
+    WorkerSettings,
+    forget_redis_credentials,
+    load_worker_settings,
+    redact_url,
+    url_secrets,
+)
 from killsafe_worker.handlers import HandlerRegistry, JobContext, handlers_from_env
 from killsafe_worker.health import (
     HEARTBEAT_TTL_SECONDS,
     PROBE_INTERVAL_SECONDS,
     TICK_SECONDS,
+    HealthServer,
     HealthState,
     QueueHealth,
     start_health_server,
@@ -51,11 +67,11 @@ from killsafe_worker.health import (
 from killsafe_worker.logs import bind_log_fields, configure_logging, unbind_log_fields
 from killsafe_worker.metrics import WorkerMetrics
 from killsafe_worker.notify import SystemdNotifier
+from killsafe_worker.redis_auth import UrlFileCredentials, authenticate_with
 from killsafe_worker.sandbox import ChildFailed
 
 log = logging.getLogger(__name__)
 
-BULLMQ_PREFIX = "bull"
 HANDBACK_SECONDS = 2.5
 """After the drain deadline: time to move interrupted jobs back to the queue."""
 STUCK_CANCEL_SECONDS = 0.5
@@ -66,6 +82,19 @@ CLOSE_SECONDS_PAST_DEADLINE = 0.25
 """The same after the drain deadline. Hand-back + stuck tasks + deregistration + closing stay under
 4 s in all, inside budget.py's STOP_RESERVE_SECONDS (5 s) before the platform's kill."""
 PROBE_TIMEOUT_SECONDS = 1.5
+TROUBLED_PROBE_INTERVAL_SECONDS = 0.5
+"""Probe interval while Redis is unreachable or out of memory: ready again within about this long."""
+CONNECT_RETRY_FIRST_SECONDS = 0.1
+CONNECT_RETRY_CAP_SECONDS = 1.0
+"""Capped back-off between Redis probes while waiting for it at start (never a give-up)."""
+PREPARE_TIMEOUT_SECONDS = 5.0
+"""Bound on the start-up round trips once Redis answers; a Redis that drops again is waited for again."""
+CANCEL_GRACE_SECONDS = 5.0
+"""A handler cancelled at its budget has this long to unwind (a sandboxed child is killed and
+reaped within it); past budget + grace the slot counts as stuck for liveness."""
+BIND_RETRY_SECONDS = 0.25
+"""How often a busy health port is retried within the startup budget."""
+_MISSING_COMMAND = re.compile(r"run the '([^']+)' command")
 
 
 @dataclass
@@ -76,18 +105,43 @@ class InFlightJob:
     token: str
     queue: str
     task: asyncio.Task[Any]
+    started: float = field(default_factory=time.monotonic)
 
 
-def _redact(url: str) -> str:
-    """The Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+class JobTimedOut(Exception):
+    """The handler ran past KILLSAFE_MAX_JOB_SECONDS and was cancelled; an ordinary, retryable failure."""
 
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def redis_fault(error: BaseException) -> str | None:
+    """ "oom" / "permission" when `error` (or what caused it) is Redis refusing for an infrastructure
+    reason rather than the job failing: maxmemory reached, or an ACL that lacks a permission."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OutOfMemoryError) or (isinstance(seen, ResponseError) and str(seen).startswith("OOM")):
+            return "oom"
+        if isinstance(seen, NoPermissionError) or (isinstance(seen, ResponseError) and "NOPERM" in str(seen)):
+            return "permission"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _permission_advice(error: BaseException, key_prefix: str) -> str:
+    """One line naming the missing permission and how to grant it."""
+    text = str(error)
+    command = _MISSING_COMMAND.search(text)
+    if command:
+        grant = f"+{command.group(1).lower()}"
+    elif "key" in text.lower():
+        grant = f"key patterns ~{key_prefix}:* ~killsafe:*"
+    elif "channel" in text.lower():
+        grant = "&* (channels)"
+    else:
+        grant = "the permission named above"
+    return f"the Redis user lacks a permission the worker needs ({text}); grant {grant} (ACL SETUSER) and restart"
 
 
 class WorkerRuntime:
@@ -100,10 +154,13 @@ class WorkerRuntime:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = WorkerMetrics(settings.queues)
         self.workers: dict[str, Worker] = {}
-        self.in_flight: dict[str, InFlightJob] = {}
+        self.in_flight: dict[tuple[str, str], InFlightJob] = {}
+        """By (queue, job id): one entry per job whatever the library's tokens (B6)."""
         self.health = HealthState(
             queues={
-                queue: QueueHealth(settings.concurrency, in_flight=self._in_flight_counter(queue))
+                queue: QueueHealth(
+                    settings.concurrency, in_flight=self._in_flight_counter(queue), overdue=self._overdue_counter(queue)
+                )
                 for queue in settings.queues
             },
             liveness_stall_seconds=settings.liveness_stall_seconds,
@@ -115,6 +172,7 @@ class WorkerRuntime:
         self.interrupting = False
         self.announced_ready = False
         self.heartbeat_failing = False
+        self.credentials = UrlFileCredentials(settings.redis_url, settings.redis_url_file)
         self.redis = Redis.from_url(
             settings.redis_url,
             retry=adapter.fast_reconnect_retry(),
@@ -128,17 +186,29 @@ class WorkerRuntime:
             socket_timeout=PROBE_TIMEOUT_SECONDS,
             socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
         )
+        for client in (self.redis, self.probe_redis):
+            authenticate_with(client, self.credentials)
         self.registry_key = f"{contract.WORKER_REGISTRY_PREFIX}{self.worker_id}"
         self.started_at = time.time()
-        self.startup_deadline = time.monotonic() + settings.startup_timeout_seconds
         self.stop_deadline = float("inf")
         self.handback_deadline = float("inf")
-        self.background: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Future[Any]] = set()
+        self.claiming_blocked: set[str] = set()
+        """Why claiming is paused right now: "eviction" (unsafe policy) and/or "oom"."""
 
     def _in_flight_counter(self, queue: str) -> Callable[[], int]:
         def count() -> int:
             worker = self.workers.get(queue)
             return len(worker.jobs) if worker is not None else 0
+
+        return count
+
+    def _overdue_counter(self, queue: str) -> Callable[[], int]:
+        limit = self.settings.max_job_seconds + CANCEL_GRACE_SECONDS
+
+        def count() -> int:
+            now = time.monotonic()
+            return sum(1 for job in self.in_flight.values() if job.queue == queue and now - job.started > limit)
 
         return count
 
@@ -149,17 +219,34 @@ class WorkerRuntime:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
-        try:
-            runner = await start_health_server(self.health, self.metrics, self.settings.health_port)
-        except OSError as err:
-            log.critical("cannot serve health checks", extra={"port": self.settings.health_port, "error": str(err)})
+        early = stop_signals.received_early()
+        if early is not None:
+            self._on_stop_signal(early)
+        server = await self._serve_health()
+        if server is None:
             return contract.EXIT_FAILURE
+        tick = asyncio.ensure_future(self._tick_loop())
         try:
-            return await self._run_with_health()
+            return await self._run_with_health(tick)
         finally:
-            for closing in (runner.cleanup(), self.redis.aclose(), self.probe_redis.aclose()):
+            tick.cancel()
+            for closing in (server.cleanup(), self.redis.aclose(), self.probe_redis.aclose()):
                 await self._bounded(closing, self._close_budget())
             self.notifier.close()
+
+    async def _serve_health(self) -> HealthServer | None:
+        """Listen on the health port, retrying a busy port within the startup budget (a previous
+        instance still closing); None (exit 1) if it never frees."""
+        port = self.settings.health_port
+        deadline = time.monotonic() + self.settings.startup_timeout_seconds
+        while True:
+            try:
+                return await start_health_server(self.health, self.metrics, port)
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE or time.monotonic() > deadline or self.stop_requested.is_set():
+                    log.critical("cannot serve health checks", extra={"port": port, "error": str(err)})
+                    return None
+            await asyncio.sleep(BIND_RETRY_SECONDS)
 
     def _close_budget(self) -> float:
         return CLOSE_SECONDS if time.monotonic() < self.stop_deadline else CLOSE_SECONDS_PAST_DEADLINE
@@ -170,43 +257,50 @@ class WorkerRuntime:
             log.warning("second stop signal: interrupting in-flight jobs now", extra={"signal": name})
             self.hurry.set()
             return
-        self.stop_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+        self._request_stop()
         log.info(
             "stop signal received: no new jobs are claimed, in-flight jobs may finish",
             extra={"signal": name, "drainSeconds": self.settings.shutdown_timeout_seconds},
         )
-        self.stop_requested.set()
 
-    async def _run_with_health(self) -> int:
-        if not await self._connect():
-            return contract.EXIT_OK if self.stop_requested.is_set() else contract.EXIT_FAILURE
-        for queue in self.settings.queues:
-            self.workers[queue] = self._create_worker(queue)
-        try:
-            await self._until_stopped(
-                asyncio.gather(*(adapter.prepare_worker(worker) for worker in self.workers.values())),
-                self.startup_deadline - time.monotonic(),
+    def _request_stop(self) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+            self.stop_requested.set()
+
+    def _fatal(self, reason: str) -> None:
+        """Unrecoverable (waiting cannot fix it): not ready at once, one line, drain, exit 1."""
+        if self.health.fatal is not None:
+            return
+        self.health.fatal = reason
+        self._publish_readiness()
+        log.critical("unrecoverable: %s", reason)
+        self._request_stop()
+
+    async def _run_with_health(self, tick: asyncio.Future[Any]) -> int:
+        if not await self._start_consuming():
+            await self._bounded(
+                asyncio.gather(*(worker.close() for worker in self.workers.values())), self._close_budget()
             )
-        except TimeoutError:
-            log.critical("redis did not answer the worker's startup commands in time")
-            return contract.EXIT_FAILURE
-        if self.stop_requested.is_set():
-            return contract.EXIT_OK
+            return contract.EXIT_FAILURE if self.health.fatal else contract.EXIT_OK
         supervision: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(adapter.run_supervised(worker)): f"processing loop of {queue}"
             for queue, worker in self.workers.items()
         }
-        if self.health.claiming_paused:
+        if self.claiming_blocked:
             await self._pause_claiming()
         supervision[asyncio.ensure_future(self._probe_loop())] = "redis probe"
-        supervision[asyncio.ensure_future(self._tick_loop())] = "supervision tick"
+        supervision[tick] = "supervision tick"
         self.health.started = True
         log.info(
             "worker started",
             extra={
                 "queues": list(self.settings.queues),
                 "concurrency": self.settings.concurrency,
-                "redis": _redact(self.settings.redis_url),
+                "keyPrefix": self.settings.key_prefix,
+                "maxJobSeconds": self.settings.max_job_seconds,
+                "maxStalledCount": self.settings.max_stalled_count,
+                "redis": redact_url(self.settings.redis_url),
                 "workerId": self.worker_id,
             },
         )
@@ -231,28 +325,29 @@ class WorkerRuntime:
         code = await self._shutdown(processing)
         for task in monitors:
             task.cancel()
-        return contract.EXIT_FAILURE if failed else code
+        return contract.EXIT_FAILURE if failed or self.health.fatal else code
 
-    async def _connect(self) -> bool:
-        """Probe Redis until it answers (True) or the startup timeout / a stop signal (False)."""
-        self.startup_deadline = time.monotonic() + self.settings.startup_timeout_seconds
-        while not await self._probe_once():
-            remaining = self.startup_deadline - time.monotonic()
-            if remaining <= 0:
-                log.critical(
-                    "redis unreachable for the whole startup timeout; exiting",
-                    extra={
-                        "redis": _redact(self.settings.redis_url),
-                        "startupTimeoutSeconds": self.settings.startup_timeout_seconds,
-                        "error": self.health.redis_error,
-                    },
-                )
-                return False
+    async def _start_consuming(self) -> bool:
+        """Wait for Redis (capped back-off, no give-up), then create and prepare the bullmq workers.
+        False when a stop (a signal, or an unrecoverable error) came first."""
+        delay = CONNECT_RETRY_FIRST_SECONDS
+        while not self.stop_requested.is_set():
+            if await self._probe_once():
+                if not self.workers:
+                    self.workers = {queue: self._create_worker(queue) for queue in self.settings.queues}
+                try:
+                    await self._until_stopped(
+                        asyncio.gather(*(adapter.prepare_worker(worker) for worker in self.workers.values())),
+                        PREPARE_TIMEOUT_SECONDS,
+                    )
+                except (RedisError, OSError, TimeoutError) as err:
+                    self._redis_trouble(err)
+                else:
+                    return not self.stop_requested.is_set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_requested.wait(), min(0.5, remaining))
-            if self.stop_requested.is_set():
-                return False
-        return True
+                await asyncio.wait_for(self.stop_requested.wait(), delay)
+            delay = min(delay * 2, CONNECT_RETRY_CAP_SECONDS)
+        return False
 
     async def _until_stopped(self, awaitable: Awaitable[Any], timeout: float) -> None:
         """Await `awaitable` within `timeout`, giving up early (quietly) on a stop signal."""
@@ -270,18 +365,22 @@ class WorkerRuntime:
     # --- bullmq workers ---------------------------------------------------------------------------
 
     def _create_worker(self, queue: str) -> Worker:
+        settings = self.settings
         worker = adapter.create_worker(
             queue,
             self._processor(queue),
             {
-                "connection": self.settings.redis_url,
-                "concurrency": self.settings.concurrency,
-                "lockDuration": self.settings.lock_duration_ms,
-                "stalledInterval": self.settings.stalled_interval_ms,
+                "connection": settings.redis_url,
+                "concurrency": settings.concurrency,
+                "lockDuration": settings.lock_duration_ms,
+                "stalledInterval": settings.stalled_interval_ms,
+                "maxStalledCount": settings.max_stalled_count,
                 "name": self.worker_id,
-                "prefix": BULLMQ_PREFIX,
+                "prefix": settings.key_prefix,
             },
         )
+        for connection in (worker.backend.connection, worker.backend.blocking_connection):
+            authenticate_with(connection.conn, self.credentials)
         queue_metrics = self.metrics.queues[queue]
         queue_health = self.health.queues[queue]
 
@@ -293,16 +392,31 @@ class WorkerRuntime:
             except Exception:  # a raising listener would break bullmq's loop (see adapter B4)
                 log.exception("completed-listener failed")
 
-        def on_failed(job: Any, _error: BaseException) -> None:
+        def on_failed(job: Any, error: BaseException) -> None:
             try:
                 now = time.monotonic()
                 queue_metrics.job_failed(now - getattr(job, "killsafe_started", now))
                 queue_health.last_processed = now
+                if isinstance(error, adapter.StalledTooOften | adapter.UnparsableJob):
+                    # Failed before any handler ran, so nothing else logs it.
+                    log.error("job failed for good: %s", error, extra={"queue": queue, "jobId": job.id})
             except Exception:
                 log.exception("failed-listener failed")
 
+        def on_stalled(job_id: str) -> None:
+            try:
+                log.warning(
+                    "job stalled: the worker running it lost its lock (killed, or frozen past lock_duration); "
+                    "it is queued to run again",
+                    extra={"queue": queue, "jobId": job_id, "maxStalledCount": settings.max_stalled_count},
+                )
+            except Exception:
+                log.exception("stalled-listener failed")
+
         def on_error(error: BaseException, job: Any = None) -> None:
             try:
+                if self._redis_refused(error):
+                    return
                 fields: dict[str, Any] = {"queue": queue, "error": _describe(error)}
                 if job is not None:
                     fields["jobId"] = getattr(job, "id", None)
@@ -322,64 +436,86 @@ class WorkerRuntime:
 
         worker.on("completed", on_completed)
         worker.on("failed", on_failed)
+        worker.on("stalled", on_stalled)
         worker.on("error", on_error)
         worker.on("lockRenewalFailed", on_lock_renewal_failed)
         return worker
 
     def _processor(self, queue: str) -> adapter.Processor:
-        handlers = self.handlers
         in_flight = self.in_flight
-        redis = self.redis
-        worker_id = self.worker_id
         metrics = self.metrics
 
         async def process(job: Any, token: str) -> Any:
-            """Run the job's handler with its log context; turn a drain-deadline cancel into a hand-back."""
+            """Run the job's handler within its budget and log context; turn a drain-deadline cancel
+            or a Redis that refuses writes into a hand-back that uses no attempt."""
             task = asyncio.current_task()
             assert task is not None
             job.killsafe_started = time.monotonic()
             fields = bind_log_fields(jobId=job.id, jobName=job.name, attempt=job.attemptsMade + 1, queue=queue)
-            in_flight[token] = InFlightJob(job, token, queue, task)
+            key = (queue, str(job.id))
+            in_flight[key] = InFlightJob(job, token, queue, task)
             try:
-                handler = handlers.get(job.name)
-                if handler is None:
-                    raise UnrecoverableError(
-                        f"no handler for job name {job.name!r}; this worker handles {sorted(handlers)}"
-                    )
-                return await handler(JobContext(job, queue, redis, worker_id))
+                return await self._run_handler(job, queue)
             except asyncio.CancelledError:
                 if not self.interrupting:
                     raise
                 task.uncancel()
-                await self._hand_back(job, token, queue)
+                await self._hand_back(job, token, queue, "shutdown_deadline", self.handback_deadline)
                 raise DelayedError("interrupted at the drain deadline; handed back to the queue") from None
             except ChildFailed as err:
                 if err.reason in contract.INTERRUPT_REASONS:
                     metrics.job_interrupted(queue, err.reason)
                 log.warning("job attempt failed: %s", err, extra={"reason": err.reason})
                 raise
+            except JobTimedOut as err:
+                metrics.job_timed_out(queue)
+                log.warning("job attempt timed out: %s", err, extra={"reason": contract.TIMEOUT_REASON})
+                raise
             except Exception as err:
+                if self._redis_refused(err):
+                    await self._hand_back(job, token, queue, "redis_oom", time.monotonic() + HANDBACK_SECONDS)
+                    raise DelayedError("redis refused a write; handed back to the queue") from None
                 log.warning("job attempt failed: %s", _describe(err))
                 raise
             finally:
-                in_flight.pop(token, None)
+                in_flight.pop(key, None)
                 unbind_log_fields(fields)
 
         return process
 
-    async def _hand_back(self, job: Any, token: str, queue: str) -> None:
-        """Move an interrupted job from active back to the queue so another worker runs it now."""
-        self.metrics.job_interrupted(queue, "shutdown_deadline")
-        remaining = max(0.1, self.handback_deadline - time.monotonic())
+    async def _run_handler(self, job: Any, queue: str) -> Any:
+        """The handler for the job's name, cancelled (a sandboxed child killed) at the job budget."""
+        handler = self.handlers.get(job.name)
+        if handler is None:
+            raise UnrecoverableError(
+                f"no handler for job name {job.name!r}; this worker handles {sorted(self.handlers)} "
+                "(every worker on a queue must handle every job name on it)"
+            )
+        budget = asyncio.timeout(self.settings.max_job_seconds)
+        try:
+            async with budget:
+                return await handler(JobContext(job, queue, self.redis, self.worker_id, self.settings.key_prefix))
+        except TimeoutError:
+            if not budget.expired():
+                raise  # the handler's own timeout: an ordinary failure
+            raise JobTimedOut(
+                f"{contract.TIMEOUT_REASON}: the handler ran past max_job_seconds "
+                f"({self.settings.max_job_seconds:g} s) and was stopped"
+            ) from None
+
+    async def _hand_back(self, job: Any, token: str, queue: str, reason: str, deadline: float) -> None:
+        """Move an interrupted job from active back to the queue so a worker runs it again now."""
+        self.metrics.job_interrupted(queue, reason)
+        remaining = max(0.1, deadline - time.monotonic())
         try:
             await asyncio.wait_for(job.moveToDelayed(int(time.time() * 1000), token), remaining)
         except Exception as err:
             log.warning(
                 "interrupted job could not be handed back; its lock expires and the stalled-job check re-queues it",
-                extra={"error": _describe(err)},
+                extra={"error": _describe(err), "reason": reason},
             )
             return
-        log.warning("job interrupted at the drain deadline and handed back to the queue")
+        log.warning("job interrupted and handed back to the queue (no attempt used)", extra={"reason": reason})
 
     async def _pause_claiming(self) -> None:
         for worker in self.workers.values():
@@ -389,11 +525,72 @@ class WorkerRuntime:
         for worker in self.workers.values():
             worker.resume()
 
+    def _block_claiming(self, why: str, blocked: bool) -> None:
+        """Pause claiming while any reason holds ("eviction", "oom"); resume when none is left."""
+        was_blocked = bool(self.claiming_blocked)
+        if blocked:
+            self.claiming_blocked.add(why)
+        else:
+            self.claiming_blocked.discard(why)
+        self.health.claiming_paused = bool(self.claiming_blocked)
+        if was_blocked == bool(self.claiming_blocked) or not self.health.started:
+            return
+        if self.claiming_blocked:
+            pausing = asyncio.ensure_future(self._pause_claiming())
+            self.background.add(pausing)
+            pausing.add_done_callback(self.background.discard)
+        else:
+            self._resume_claiming()
+
+    # --- Redis trouble ----------------------------------------------------------------------------
+
+    def _redis_refused(self, error: BaseException) -> bool:
+        """Act on an OOM or permission refusal (True), or leave `error` to the caller (False)."""
+        fault = redis_fault(error)
+        if fault == "permission":
+            self._fatal(_permission_advice(error, self.settings.key_prefix))
+        elif fault == "oom":
+            self._redis_out_of_memory(_describe(error))
+        return fault is not None
+
+    def _redis_out_of_memory(self, error: str | None) -> None:
+        """Not ready and not claiming while Redis refuses writes; both undone when a write succeeds."""
+        health = self.health
+        if (health.redis_oom is None) == (error is None):
+            if error is not None:
+                health.redis_oom = error
+            return
+        health.redis_oom = error
+        if error is not None:
+            log.error(
+                "redis is out of memory (maxmemory reached, noeviction): not ready, claiming stopped, "
+                "jobs whose writes were refused are handed back without using an attempt",
+                extra={"error": error},
+            )
+        else:
+            log.warning("redis accepts writes again; claiming jobs")
+        self._block_claiming("oom", error is not None)
+        self._publish_readiness()
+
+    def _redis_trouble(self, err: BaseException) -> None:
+        """Record an unreachable (or rejecting) Redis for readiness; log transitions only."""
+        if self._redis_refused(err):
+            return
+        health = self.health
+        described = _describe(err)
+        if isinstance(err, AuthenticationError):
+            described += " (the Redis URL file is read again at each reconnect)"
+        if health.redis_error is None:
+            log.warning("redis unreachable: not ready until it answers again", extra={"error": described})
+        health.redis_error = described
+        self._publish_readiness()
+
     # --- probe and tick ---------------------------------------------------------------------------
 
     async def _probe_loop(self) -> None:
         while True:
-            await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+            troubled = self.health.redis_error is not None or self.health.redis_oom is not None
+            await asyncio.sleep(TROUBLED_PROBE_INTERVAL_SECONDS if troubled else PROBE_INTERVAL_SECONDS)
             await self._probe_once()
 
     async def _probe_once(self) -> bool:
@@ -403,7 +600,7 @@ class WorkerRuntime:
             pipe = self.probe_redis.pipeline(transaction=False)
             pipe.info("memory")
             for queue in self.settings.queues:
-                keys = QueueKeys(BULLMQ_PREFIX).getKeys(queue)
+                keys = QueueKeys(self.settings.key_prefix).getKeys(queue)
                 pipe.llen(keys["wait"])
                 pipe.llen(keys["paused"])
                 pipe.zcard(keys["prioritized"])
@@ -414,10 +611,7 @@ class WorkerRuntime:
                 pipe.pttl(keys["limiter"])
             results = await asyncio.wait_for(pipe.execute(), PROBE_TIMEOUT_SECONDS + 0.5)
         except (RedisError, OSError, TimeoutError) as err:
-            if health.redis_error is None:
-                log.warning("redis unreachable: not ready until it answers again", extra={"error": _describe(err)})
-            health.redis_error = _describe(err)
-            self._publish_readiness()
+            self._redis_trouble(err)
             return False
         if health.redis_error is not None and health.started:
             log.info("redis reachable again")
@@ -455,10 +649,9 @@ class WorkerRuntime:
         if policy == previous:
             return
         if health.eviction_policy_safe:
-            if health.claiming_paused:
+            if "eviction" in self.claiming_blocked:
                 log.warning("redis maxmemory-policy is safe again; claiming jobs", extra={"policy": policy})
-                health.claiming_paused = False
-                self._resume_claiming()
+            self._block_claiming("eviction", False)
             return
         log.error(
             "refusing to process jobs: redis maxmemory-policy %r may evict queue keys (jobs would be lost); "
@@ -467,15 +660,11 @@ class WorkerRuntime:
             sorted(contract.SAFE_MAXMEMORY_POLICIES),
             extra={"policy": policy},
         )
-        if not health.claiming_paused:
-            health.claiming_paused = True
-            if health.started:
-                pausing = asyncio.ensure_future(self._pause_claiming())
-                self.background.add(pausing)
-                pausing.add_done_callback(self.background.discard)
+        self._block_claiming("eviction", True)
 
     async def _heartbeat(self) -> None:
-        """Registration: a key with a TTL naming this worker; readiness requires it to be fresh."""
+        """Registration: a key with a TTL naming this worker; readiness requires it to be fresh. It is
+        also the probe's one write, so it tells at once when Redis refuses writes (out of memory)."""
         record = {
             "id": self.worker_id,
             "host": socket.gethostname(),
@@ -492,12 +681,15 @@ class WorkerRuntime:
                 PROBE_TIMEOUT_SECONDS + 0.5,
             )
         except (RedisError, OSError, TimeoutError) as err:
+            if self._redis_refused(err):
+                return
             if not self.heartbeat_failing:
                 log.warning("registration heartbeat failed", extra={"error": _describe(err)})
             self.heartbeat_failing = True
             return
         self.heartbeat_failing = False
         self.health.registered_at = time.monotonic()
+        self._redis_out_of_memory(None)
 
     def _publish_readiness(self) -> None:
         ready, _ = self.health.readiness()
@@ -562,8 +754,8 @@ class WorkerRuntime:
         self.interrupting = True
         # Hand-backs give up a little before the outer wait does, so each one logs its outcome.
         self.handback_deadline = time.monotonic() + HANDBACK_SECONDS - 0.5
-        victims = list(self.in_flight.values())
-        for victim in victims:
+        victims = dict(self.in_flight)
+        for victim in victims.values():
             victim.task.cancel()
         interrupted = len(victims)
         await asyncio.wait(pending, timeout=HANDBACK_SECONDS)
@@ -572,11 +764,10 @@ class WorkerRuntime:
             # Still stuck: jobs whose completion cannot reach Redis, or fetches retrying a dead Redis.
             # Their locks expire and the stalled-job check re-queues any claimed job; handlers are
             # idempotent, so a re-run after a side effect repeats nothing.
-            victim_tokens = {victim.token for victim in victims}
             stuck_jobs = 0
             for queue, worker in self.workers.items():
-                for _job, token in list(worker.jobs):
-                    if token not in victim_tokens:
+                for job, _token in list(worker.jobs):
+                    if (queue, str(job.id)) not in victims:
                         stuck_jobs += 1
                         self.metrics.job_interrupted(queue, "shutdown_deadline")
                 worker.cancelProcessing()
@@ -640,5 +831,7 @@ def run_from_environment(environ: Mapping[str, str], handlers: HandlerRegistry |
     """Validate the environment (SettingsError -> the CLI exits 2), set up logging, run the worker."""
     settings = load_worker_settings(environ)
     registry = handlers if handlers is not None else handlers_from_env(environ)
-    configure_logging(settings.log_level)
+    if environ is os.environ:
+        forget_redis_credentials(os.environ)
+    configure_logging(settings.log_level, secrets=url_secrets(settings.redis_url))
     return run_worker(settings, registry, environ)
