@@ -31,13 +31,12 @@ from typing import Any
 
 from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
-from bullmq.queue_keys import QueueKeys
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from killsafe_worker import adapter, contract
+from killsafe_worker import adapter, contract, queue_counts
 from killsafe_worker.config import WorkerSettings, load_worker_settings
 from killsafe_worker.handlers import HandlerRegistry, JobContext, handlers_from_env
 from killsafe_worker.health import (
@@ -280,6 +279,7 @@ class WorkerRuntime:
                 "stalledInterval": self.settings.stalled_interval_ms,
                 "name": self.worker_id,
                 "prefix": BULLMQ_PREFIX,
+                "metrics": {"maxDataPoints": contract.METRICS_MAX_DATA_POINTS},  # per-minute counts (dashboard)
             },
         )
         queue_metrics = self.metrics.queues[queue]
@@ -403,15 +403,7 @@ class WorkerRuntime:
             pipe = self.probe_redis.pipeline(transaction=False)
             pipe.info("memory")
             for queue in self.settings.queues:
-                keys = QueueKeys(BULLMQ_PREFIX).getKeys(queue)
-                pipe.llen(keys["wait"])
-                pipe.llen(keys["paused"])
-                pipe.zcard(keys["prioritized"])
-                pipe.zcard(keys["delayed"])
-                pipe.llen(keys["active"])
-                pipe.zcard(keys["failed"])
-                pipe.hmget(keys["meta"], ["paused", "concurrency"])
-                pipe.pttl(keys["limiter"])
+                queue_counts.add_count_commands(pipe, queue_counts.queue_keys(BULLMQ_PREFIX, queue))
             results = await asyncio.wait_for(pipe.execute(), PROBE_TIMEOUT_SECONDS + 0.5)
         except (RedisError, OSError, TimeoutError) as err:
             if health.redis_error is None:
@@ -423,25 +415,11 @@ class WorkerRuntime:
             log.info("redis reachable again")
         health.redis_error = None
         self._check_eviction_policy(str(results[0].get("maxmemory_policy", "unknown")))
-        per_queue = 8
+        per_queue = queue_counts.COMMANDS_PER_QUEUE
         for index, queue in enumerate(self.settings.queues):
-            wait, paused, prioritized, delayed, active, failed, (queue_paused, global_concurrency), limited_ms = (
-                results[1 + per_queue * index : 1 + per_queue * (index + 1)]
-            )
-            counts = {
-                "waiting": wait + paused,
-                "active": active,
-                "delayed": delayed,
-                "prioritized": prioritized,
-                "failed": failed,
-            }
-            self.metrics.set_queue_counts(queue, counts)
-            throttled = (
-                queue_paused is not None
-                or (global_concurrency is not None and active >= int(global_concurrency))
-                or limited_ms > 0
-            )
-            health.record_sample(queue, backlog=wait + paused + prioritized, throttled=throttled)
+            sample = queue_counts.read_counts(results[1 + per_queue * index : 1 + per_queue * (index + 1)])
+            self.metrics.set_queue_counts(queue, sample.counts)
+            health.record_sample(queue, backlog=sample.backlog, throttled=sample.throttled)
         if not health.shutting_down:  # deregistered at the end of the drain; do not come back
             await self._heartbeat()
         self._publish_readiness()
@@ -484,6 +462,7 @@ class WorkerRuntime:
             "concurrency": self.settings.concurrency,
             "startedAt": self.started_at,
             "inFlight": len(self.in_flight),
+            "ready": self.health.readiness()[0],  # as of the previous beat (the dashboard shows it)
             "lockTokenPrefixes": {queue: f"{worker.id}:" for queue, worker in self.workers.items()},
         }
         try:
