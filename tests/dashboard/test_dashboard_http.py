@@ -327,6 +327,23 @@ def test_attacker_controlled_text_is_escaped(stack: Stack) -> None:
     assert "<script" not in page and "<img" not in page and "<b>" not in page
 
 
+def test_a_job_a_foreign_producer_wrote_badly_is_still_shown(stack: Stack) -> None:
+    stack.rds.hset(
+        f"bull:{QUEUE}:garbage-1",
+        mapping={"name": "<b>odd</b>", "data": "{not json <script>", "stacktrace": "not a list", "atm": "many"},
+    )
+    stack.rds.zadd(f"bull:{QUEUE}:failed", {"garbage-1": 1})
+
+    page = stack.dashboard.get(stack.job_page("garbage-1"))
+    listing = stack.dashboard.get(f"/queues/{QUEUE}/failed?q=garbage")
+
+    assert page.status == 200 and listing.status == 200
+    assert 'id="job-data">{not json &lt;script&gt;</pre>' in page.body
+    assert "not a list" in page.body and "&lt;b&gt;odd&lt;/b&gt;" in page.body
+    assert 'id="job-state" class="state-failed"' in page.body
+    assert "&lt;b&gt;odd&lt;/b&gt;" in listing.body
+
+
 def test_security_headers_are_on_every_answer(stack: Stack) -> None:
     answers = [
         stack.dashboard.get("/"),

@@ -42,7 +42,6 @@ log = logging.getLogger("killsafe.dashboard")
 PER_PAGE: Final = 50
 SELECTION_LIMIT: Final = 100
 """At most this many jobs in one selection retry (and its preview)."""
-SELECTION_SCAN_LIMIT: Final = 20_000
 AUDIT_PAGE: Final = 100
 JOB_HISTORY_LIMIT: Final = 50
 AUDIT_SCAN_LIMIT: Final = 10_000
@@ -272,9 +271,9 @@ async def failed_page(request: web.Request) -> web.Response:
 
 async def _job_context(request: web.Request) -> dict[str, Any]:
     state = request.app[STATE]
-    name, queue, _ = _queue(request)
+    name, _, keys = _queue(request)
     job_id = request.match_info["job_id"]
-    job = await reads.job_view(queue, job_id)
+    job = await reads.job_view(state.redis, keys, job_id)
     if job is None:
         raise web.HTTPNotFound(text=f"no job {job_id!r} in queue {name} (removed, or never existed)")
     history = await dlq.read_audit(
@@ -350,12 +349,12 @@ async def retry_job(request: web.Request) -> web.StreamResponse:
 
 
 async def _selection(request: web.Request, keys: dict[str, str], query: str) -> list[reads.FailedSummary]:
-    """The failed jobs a selection retry would consider: the search's matches, or the newest ones."""
+    """The failed jobs a selection retry would consider: the search's matches among the newest
+    reads.SEARCH_SCAN_LIMIT failed jobs, or the newest ones. Retried jobs leave the failed set, so
+    preview-and-retry again walks on through older ones, SELECTION_LIMIT at a time."""
     state = request.app[STATE]
     if query:
-        result = await reads.search_failed(
-            state.redis, keys, query, limit=SELECTION_LIMIT, scan_limit=SELECTION_SCAN_LIMIT
-        )
+        result = await reads.search_failed(state.redis, keys, query, limit=SELECTION_LIMIT)
         return result.jobs
     return (await reads.failed_page(state.redis, keys, 0, SELECTION_LIMIT)).jobs
 
@@ -376,6 +375,7 @@ async def selection_preview(request: web.Request) -> web.Response:
         would_retry=[job for job in jobs if job.name not in never],
         skipped=[job for job in jobs if job.name in never],
         limit=SELECTION_LIMIT,
+        scan_limit=reads.SEARCH_SCAN_LIMIT,
         budget=state.budget.remaining(),
         per_minute=state.settings.retries_per_minute,
         result=None,
@@ -397,6 +397,7 @@ async def selection_retry(request: web.Request) -> web.Response:
         "would_retry": [],
         "skipped": [],
         "limit": SELECTION_LIMIT,
+        "scan_limit": reads.SEARCH_SCAN_LIMIT,
         "per_minute": state.settings.retries_per_minute,
         "result": None,
     }

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.asyncio as aredis
-from bullmq import Queue
 from redis.exceptions import ResponseError
 
 from killsafe_worker import contract, queue_counts
@@ -349,27 +348,69 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
 
-async def job_view(queue: Queue, job_id: str) -> JobView | None:
-    """One job with everything an operator needs; data is cut at DATA_DISPLAY_CHARS for the page."""
-    job = await queue.getJob(job_id)
-    if job is None:
+def _json_text(raw: str | None) -> tuple[Any, str]:
+    """(parsed value, text to show): JSON pretty-printed, anything else (a foreign producer's garbage)
+    shown exactly as stored."""
+    if raw is None:
+        return None, ""
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        return None, raw
+    return value, _pretty(value)
+
+
+JOB_STATE_SETS: Final = ("completed", "failed", "delayed", "prioritized", "waiting-children")
+JOB_STATE_LISTS: Final = (("active", "active"), ("waiting", "wait"), ("waiting", "paused"))
+
+
+async def job_state(client: aredis.Redis, keys: dict[str, str], job_id: str) -> str:
+    """Where the job is, in one round trip (what BullMQ's getState script checks, without the script)."""
+    pipe = client.pipeline(transaction=False)
+    for state in JOB_STATE_SETS:
+        pipe.zscore(keys[state], job_id)
+    for _, key in JOB_STATE_LISTS:
+        pipe.lpos(keys[key], job_id)
+    replies = await pipe.execute()
+    for state, score in zip(JOB_STATE_SETS, replies, strict=False):
+        if score is not None:
+            return state
+    for (state, _), position in zip(JOB_STATE_LISTS, replies[len(JOB_STATE_SETS) :], strict=True):
+        if position is not None:
+            return state
+    return "unknown"
+
+
+async def job_view(client: aredis.Redis, keys: dict[str, str], job_id: str) -> JobView | None:
+    """One job with everything an operator needs, read from its raw hash so that a job a foreign
+    producer wrote badly is still shown (as stored); data is cut at DATA_DISPLAY_CHARS for the page."""
+    raw: dict[str, str] = await client.hgetall(keys[""] + job_id)
+    if not raw:
         return None
-    state = str(await job.getState())
-    data_text = _pretty(job.data)
+    opts, opts_text = _json_text(raw.get("opts"))
+    _, data_text = _json_text(raw.get("data"))
+    stacktrace, stacktrace_text = _json_text(raw.get("stacktrace"))
+    returnvalue, returnvalue_text = _json_text(raw.get("returnvalue"))
+    traces = (
+        [str(line) for line in stacktrace]
+        if isinstance(stacktrace, list)
+        else ([stacktrace_text] if stacktrace_text else [])
+    )
+    attempts = opts.get("attempts") if isinstance(opts, dict) else None
     return JobView(
-        id=str(job.id),
-        name=str(job.name),
-        state=state,
-        attempts=int(job.opts.get("attempts") or 1),
-        attempts_made=int(job.attemptsMade or 0),
-        attempts_started=int(getattr(job, "attemptsStarted", 0) or 0),
-        timestamp=_int(job.timestamp),
-        processed_on=_int(job.processedOn) or None,
-        finished_on=_int(job.finishedOn) or None,
-        failed_reason=str(job.failedReason or ""),
-        stacktrace=[str(line) for line in (job.stacktrace or [])],
+        id=job_id,
+        name=raw.get("name", ""),
+        state=await job_state(client, keys, job_id),
+        attempts=_int(attempts) or 1,
+        attempts_made=_int(raw.get("atm")) or 0,
+        attempts_started=_int(raw.get("ats")) or 0,
+        timestamp=_int(raw.get("timestamp")),
+        processed_on=_int(raw.get("processedOn")) or None,
+        finished_on=_int(raw.get("finishedOn")) or None,
+        failed_reason=raw.get("failedReason", ""),
+        stacktrace=traces,
         data_text=data_text[:DATA_DISPLAY_CHARS],
         data_chars=len(data_text),
-        returnvalue_text=_pretty(job.returnvalue)[:DATA_DISPLAY_CHARS] if job.returnvalue is not None else None,
-        opts_text=_pretty(job.opts)[:DATA_DISPLAY_CHARS],
+        returnvalue_text=returnvalue_text[:DATA_DISPLAY_CHARS] if returnvalue is not None else None,
+        opts_text=opts_text[:DATA_DISPLAY_CHARS],
     )
