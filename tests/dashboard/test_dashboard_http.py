@@ -136,6 +136,7 @@ def test_a_post_without_a_valid_csrf_token_or_from_another_site_is_refused(stack
         ({"reason": "carol's token", "csrf_token": carol_token}, {}, "CSRF token"),
         ({"reason": "cross-site", "csrf_token": alice_token}, {"Origin": "https://evil.example"}, "cross-site"),
         ({"reason": "cross-site", "csrf_token": alice_token}, {"Sec-Fetch-Site": "cross-site"}, "cross-site"),
+        ({"reason": "sibling", "csrf_token": alice_token}, {"Sec-Fetch-Site": "same-site"}, "cross-site"),
     ]
     for form, headers, message in attempts:
         answer = stack.dashboard.request("POST", path, user="alice", form=form, headers=headers)
@@ -358,7 +359,7 @@ def test_security_headers_are_on_every_answer(stack: Stack) -> None:
         assert answer.headers["X-Frame-Options"] == "DENY"
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
         assert answer.headers["Cache-Control"] == "no-store"
-        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
     assert "script-src" not in CONTENT_SECURITY_POLICY and "unsafe" not in CONTENT_SECURITY_POLICY
     assert "default-src 'none'" in CONTENT_SECURITY_POLICY and "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
 

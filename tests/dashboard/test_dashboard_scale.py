@@ -59,8 +59,10 @@ class Big:
             int(keyspace["keyspace_hits"]) + int(keyspace["keyspace_misses"]),
             seconds,
         )
-        print(f"{path}: HTTP {reads.status} in {seconds * 1000:.0f} ms, {sum(calls.values())} commands {calls}, "
-              f"{reads.keys_read} key lookups")
+        print(
+            f"{path}: HTTP {reads.status} in {seconds * 1000:.0f} ms, {sum(calls.values())} commands {calls}, "
+            f"{reads.keys_read} key lookups"
+        )
         return reads
 
 

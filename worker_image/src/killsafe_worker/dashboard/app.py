@@ -59,7 +59,7 @@ SECURITY_HEADERS: Final = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: Chromium then sends `Origin: null` on our own forms
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -195,10 +195,16 @@ def _search_query(request: web.Request) -> str:
 
 
 async def _checked_form(request: web.Request) -> MultiDictProxy[Any]:
-    """The POSTed form, only if it comes from our own page (same origin, valid CSRF token); else 403."""
+    """The POSTed form, only if it comes from our own page (same origin, valid CSRF token); else 403.
+
+    The token is the protection; Sec-Fetch-Site and Origin, which browsers send on form posts, refuse
+    another site's (or a sibling subdomain's) form before the token is even read. `Origin: null`
+    (a privacy-restricted context) and no header at all (a script with the token) rely on the token."""
     fetch_site = request.headers.get("Sec-Fetch-Site")
     origin = request.headers.get("Origin")
-    if fetch_site == "cross-site" or (origin is not None and urlsplit(origin).netloc != request.host):
+    if (fetch_site is not None and fetch_site not in ("same-origin", "none")) or (
+        origin not in (None, "null") and urlsplit(origin).netloc != request.host
+    ):
         raise web.HTTPForbidden(text="cross-site request refused: submit the form from the dashboard itself")
     form = await request.post()
     token = form.get(CSRF_FIELD)
@@ -240,7 +246,7 @@ async def overview_page(request: web.Request) -> web.Response:
     return render(
         request,
         "overview.html",
-        title="Queues",
+        title="Overview",
         overview=data,
         states=[*contract.QUEUE_STATES, "completed"],
         eviction_safe=data.eviction_policy in contract.SAFE_MAXMEMORY_POLICIES,

@@ -250,6 +250,14 @@ def last_hour(meta: Sequence[Any], points: Sequence[Any], now_ms: int) -> int | 
     return total
 
 
+def _throughput(completed: int | None, failed: int | None) -> Throughput:
+    """BullMQ creates a metrics hash at the first event of its kind: with one there, workers record
+    metrics, and the missing kind is zero."""
+    if completed is None and failed is None:
+        return Throughput(None, None)
+    return Throughput(completed or 0, failed or 0)
+
+
 async def overview(client: aredis.Redis, prefix: str, queue_names: Sequence[str]) -> Overview:
     """Counts, throughput and workers for every queue, in a fixed number of round trips."""
     pipe = client.pipeline(transaction=False)
@@ -276,9 +284,8 @@ async def overview(client: aredis.Redis, prefix: str, queue_names: Sequence[str]
                 name=name,
                 counts={**sample.counts, "completed": int(completed_kept)},
                 paused=sample.paused,
-                throughput=Throughput(
-                    completed=last_hour(completed_meta, completed_points, now_ms),
-                    failed=last_hour(failed_meta, failed_points, now_ms),
+                throughput=_throughput(
+                    last_hour(completed_meta, completed_points, now_ms), last_hour(failed_meta, failed_points, now_ms)
                 ),
             )
         )
