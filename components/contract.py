@@ -84,6 +84,8 @@ DASHBOARD_ROLES: Final = ("viewer", "operator")
 """viewer sees everything and changes nothing; operator may also retry."""
 DASHBOARD_CREDENTIALS_SECRET_KEY: Final = "credentials"
 """Key, inside the dashboard's credentials Secret, that holds the credential file."""
+DASHBOARD_CREDENTIALS_MOUNT_DIR: Final = "/var/run/secrets/killsafe-dashboard"
+"""Where container targets mount the dashboard's credentials; KILLSAFE_DASHBOARD_CREDENTIALS_FILE points inside."""
 DEFAULT_DASHBOARD_TRUSTED_PROXIES: Final = ("127.0.0.1/32", "::1/128")
 DEFAULT_DASHBOARD_RETRIES_PER_MINUTE: Final = 100
 METRICS_MAX_DATA_POINTS: Final = 7 * 24 * 60

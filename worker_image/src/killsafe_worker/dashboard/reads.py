@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Sequence
@@ -301,8 +302,12 @@ async def overview(client: aredis.Redis, prefix: str, queue_names: Sequence[str]
 def _worker_names(
     client_list: Sequence[dict[str, Any]], prefix: str, queue_names: Sequence[str]
 ) -> dict[str, set[str]]:
-    """Worker name -> queues, from connection names `<prefix>:<queue>:w:<worker name>` (BullMQ's)."""
-    wanted = {f"{prefix}:{name}:w:": name for name in queue_names}
+    """Worker name -> queues, from the connection names BullMQ workers set: `<prefix>:<base64 queue>:w:<name>`
+    (Node BullMQ, and what Bull Board looks for) or `<prefix>:<queue>:w:<name>` (Python bullmq 3.4.4)."""
+    wanted: dict[str, str] = {}
+    for name in queue_names:
+        wanted[f"{prefix}:{name}:w:"] = name
+        wanted[f"{prefix}:{base64.b64encode(name.encode()).decode()}:w:"] = name
     workers: dict[str, set[str]] = {}
     for entry in client_list:
         connection_name = str(entry.get("name") or "")
@@ -391,7 +396,8 @@ async def job_state(client: aredis.Redis, keys: dict[str, str], job_id: str) -> 
 async def job_view(client: aredis.Redis, keys: dict[str, str], job_id: str) -> JobView | None:
     """One job with everything an operator needs, read from its raw hash so that a job a foreign
     producer wrote badly is still shown (as stored); data is cut at DATA_DISPLAY_CHARS for the page."""
-    raw: dict[str, str] = await client.hgetall(keys[""] + job_id)
+    stored = await client.hgetall(keys[""] + job_id)  # the client decodes replies (dlq.redis_client)
+    raw = {str(field): str(value) for field, value in stored.items()}
     if not raw:
         return None
     opts, opts_text = _json_text(raw.get("opts"))
