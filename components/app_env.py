@@ -7,6 +7,8 @@ credential) named by `REDIS_URL_FILE`, or an injected secret (ECS `secrets`) tha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from killsafe import contract
 from killsafe.budget import shutdown_budget, web_budget
 from killsafe.spec import DashboardAuthSpec, WebSpec, WorkloadSpec
@@ -62,12 +64,19 @@ def with_user_env(spec: WorkloadSpec, own: dict[str, str]) -> dict[str, str]:
     return {**own, **{name: spec.env[name] for name in sorted(spec.env)}}
 
 
-def dashboard_env(spec: WorkloadSpec, redis_url_file: str | None, credentials_file: str | None) -> dict[str, str]:
+def dashboard_env(
+    spec: WorkloadSpec,
+    redis_url_file: str | None,
+    credentials_file: str | None,
+    default_bind: Sequence[str] | None = None,
+) -> dict[str, str]:
     """What `killsafe-dashboard` reads: the queues, how people sign in, the retry rules.
 
     `credentials_file` is where the target puts the basic-auth credential file (a mounted Secret, a
     systemd credential); None when the target injects its content as KILLSAFE_DASHBOARD_CREDENTIALS
-    instead (ECS `secrets`), which never appears here.
+    instead (ECS `secrets`), which never appears here. `default_bind` is the target's listening
+    addresses when dashboard.bind is not set (systemd: contract.DEFAULT_DASHBOARD_VM_BIND; containers:
+    None, every address of the pod or task).
     """
     dashboard = spec.dashboard
     auth = dashboard_auth(spec)
@@ -79,8 +88,9 @@ def dashboard_env(spec: WorkloadSpec, redis_url_file: str | None, credentials_fi
     }
     if dashboard.never_auto_retry:
         own[contract.ENV_NEVER_AUTO_RETRY] = ",".join(dashboard.never_auto_retry)
-    if dashboard.bind is not None:
-        own[contract.ENV_DASHBOARD_BIND] = ",".join(dashboard.bind)
+    bind = dashboard.bind if dashboard.bind is not None else default_bind
+    if bind is not None:
+        own[contract.ENV_DASHBOARD_BIND] = ",".join(bind)
     if auth.mode == "basic":
         if credentials_file is not None:
             own[contract.ENV_DASHBOARD_CREDENTIALS_FILE] = credentials_file

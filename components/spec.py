@@ -388,8 +388,8 @@ class DashboardSpec(Strict):
     allowed_from: DashboardAccessSpec = Field(default_factory=DashboardAccessSpec)
     bind: list[IpAddress] | None = Field(
         default=None,
-        description="systemd: addresses it listens on (default 127.0.0.1 and ::1); containers listen on all "
-        "of the pod's/task's addresses",
+        description=f"systemd: addresses it listens on (default {' and '.join(contract.DEFAULT_DASHBOARD_VM_BIND)}); "
+        "containers listen on all of the pod's/task's addresses",
     )
     memory_mib: int = Field(
         default=256, ge=DASHBOARD_MIN_MEMORY_MIB, le=262_144, description="memory request = limit, MiB"

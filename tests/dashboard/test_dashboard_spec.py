@@ -111,6 +111,9 @@ def test_basic_auth_env_is_what_the_dashboard_reads(tmp_path: Path) -> None:
     settings = load_dashboard_settings({**env, contract.ENV_REDIS_URL_FILE: str(tmp_path / "url")})
     assert (settings.queues, settings.port, settings.retries_per_minute) == (("emails", "reports"), 8090, 7)
     assert settings.never_auto_retry == frozenset({"charge", "refund"}) and settings.bind is None
+    on_a_vm = dashboard_env(workload, None, str(users), default_bind=contract.DEFAULT_DASHBOARD_VM_BIND)
+    assert on_a_vm[contract.ENV_DASHBOARD_BIND] == "127.0.0.1,::1"
+    assert load_dashboard_settings(on_a_vm).bind == ("127.0.0.1", "::1")
     assert isinstance(authenticator_for(settings), BasicAuthenticator)
     # ECS injects the file's content as a secret env value: nothing about it in the plain env.
     injected = dashboard_env(workload, None, None)
