@@ -7,9 +7,11 @@ credential) named by `REDIS_URL_FILE`, or an injected secret (ECS `secrets`) tha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from killsafe import contract
 from killsafe.budget import shutdown_budget, web_budget
-from killsafe.spec import WebSpec, WorkloadSpec
+from killsafe.spec import DashboardAuthSpec, WebSpec, WorkloadSpec
 
 
 def shared_env(spec: WorkloadSpec, redis_url_file: str | None) -> dict[str, str]:
@@ -61,3 +63,50 @@ def with_user_env(spec: WorkloadSpec, own: dict[str, str]) -> dict[str, str]:
     """killsafe's variables first, then the spec's plain env (sorted; reserved names are rejected
     by the spec, so nothing here is overridden)."""
     return {**own, **{name: spec.env[name] for name in sorted(spec.env)}}
+
+
+def dashboard_env(
+    spec: WorkloadSpec,
+    redis_url_file: str | None,
+    credentials_file: str | None,
+    default_bind: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """What `killsafe-dashboard` reads: the queues, how people sign in, the retry rules.
+
+    `credentials_file` is where the target puts the basic-auth credential file (a mounted Secret, a
+    systemd credential); None when the target injects its content as KILLSAFE_DASHBOARD_CREDENTIALS
+    instead (ECS `secrets`), which never appears here. `default_bind` is the target's listening
+    addresses when dashboard.bind is not set (systemd: contract.DEFAULT_DASHBOARD_VM_BIND; containers:
+    None, every address of the pod or task).
+    """
+    dashboard = spec.dashboard
+    auth = dashboard_auth(spec)
+    own = {
+        **shared_env(spec, redis_url_file),
+        contract.ENV_DASHBOARD_PORT: str(dashboard.port),
+        contract.ENV_DASHBOARD_AUTH: auth.mode,
+        contract.ENV_DASHBOARD_RETRIES_PER_MINUTE: str(dashboard.retries_per_minute),
+    }
+    if dashboard.never_auto_retry:
+        own[contract.ENV_NEVER_AUTO_RETRY] = ",".join(dashboard.never_auto_retry)
+    bind = dashboard.bind if dashboard.bind is not None else default_bind
+    if bind is not None:
+        own[contract.ENV_DASHBOARD_BIND] = ",".join(bind)
+    if auth.mode == "basic":
+        if credentials_file is not None:
+            own[contract.ENV_DASHBOARD_CREDENTIALS_FILE] = credentials_file
+    else:
+        assert auth.user_header is not None  # the spec requires it in this mode
+        own[contract.ENV_DASHBOARD_USER_HEADER] = auth.user_header
+        if auth.groups_header is not None:
+            own[contract.ENV_DASHBOARD_GROUPS_HEADER] = auth.groups_header
+        if auth.operators:
+            own[contract.ENV_DASHBOARD_OPERATORS] = ",".join(auth.operators)
+        own[contract.ENV_DASHBOARD_TRUSTED_PROXIES] = ",".join(auth.trusted_proxies)
+    return with_user_env(spec, own)
+
+
+def dashboard_auth(spec: WorkloadSpec) -> DashboardAuthSpec:
+    if not spec.dashboard.enabled or spec.dashboard.auth is None:
+        raise ValueError(f"workload {spec.name} has no dashboard; callers check spec.dashboard.enabled first")
+    return spec.dashboard.auth

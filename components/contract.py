@@ -62,6 +62,47 @@ ENV_LOG_LEVEL: Final = "KILLSAFE_LOG_LEVEL"
 ENV_HANDLERS: Final = "KILLSAFE_HANDLERS"
 """Optional `package.module:REGISTRY` (a mapping job name -> async handler) replacing the demo handlers."""
 
+# --- The job dashboard (`killsafe-dashboard`, its own process and port; never the web app's) ------
+DASHBOARD_COMMAND: Final = "killsafe-dashboard"
+DASHBOARD_PORT: Final = 8090
+"""The dashboard's own port (env KILLSAFE_DASHBOARD_PORT overrides); internal only, never the web port.
+It also serves unauthenticated LIVE_PATH and READY_PATH (Redis answers) for probes."""
+ENV_DASHBOARD_PORT: Final = "KILLSAFE_DASHBOARD_PORT"
+ENV_DASHBOARD_BIND: Final = "KILLSAFE_DASHBOARD_BIND"
+"""Comma-separated addresses to listen on (e.g. `127.0.0.1,::1` on a VM); unset: every address, IPv4 and IPv6."""
+ENV_DASHBOARD_AUTH: Final = "KILLSAFE_DASHBOARD_AUTH"
+"""Required: `basic` (hashed credential file) or `trusted-header` (an auth proxy); nothing else starts it."""
+ENV_DASHBOARD_CREDENTIALS_FILE: Final = "KILLSAFE_DASHBOARD_CREDENTIALS_FILE"
+"""basic: path of the credential file (a mounted Secret / systemd credential), one `name:role:argon2-hash`
+per line (`killsafe-dashboard hash-password` prints one); re-read when it changes."""
+ENV_DASHBOARD_CREDENTIALS: Final = "KILLSAFE_DASHBOARD_CREDENTIALS"
+"""basic: the same content injected as a value (ECS `secrets` from Secrets Manager); the file wins."""
+ENV_DASHBOARD_USER_HEADER: Final = "KILLSAFE_DASHBOARD_USER_HEADER"
+"""trusted-header: the request header carrying the authenticated identity (e.g. X-Forwarded-User)."""
+ENV_DASHBOARD_GROUPS_HEADER: Final = "KILLSAFE_DASHBOARD_GROUPS_HEADER"
+"""trusted-header, optional: the header with the identity's comma-separated groups (e.g. X-Forwarded-Groups)."""
+ENV_DASHBOARD_OPERATORS: Final = "KILLSAFE_DASHBOARD_OPERATORS"
+"""trusted-header: comma-separated identities, or `group:NAME` entries, that get the operator role;
+every other identity the proxy lets through is a viewer."""
+ENV_DASHBOARD_TRUSTED_PROXIES: Final = "KILLSAFE_DASHBOARD_TRUSTED_PROXIES"
+"""trusted-header: comma-separated CIDRs the identity header is accepted from (default: loopback only)."""
+ENV_DASHBOARD_RETRIES_PER_MINUTE: Final = "KILLSAFE_DASHBOARD_RETRIES_PER_MINUTE"
+"""At most this many jobs retried through the dashboard per minute (one job or a selection)."""
+DASHBOARD_AUTH_MODES: Final = ("basic", "trusted-header")
+DASHBOARD_ROLES: Final = ("viewer", "operator")
+"""viewer sees everything and changes nothing; operator may also retry."""
+DASHBOARD_CREDENTIALS_SECRET_KEY: Final = "credentials"
+"""Key, inside the dashboard's credentials Secret, that holds the credential file."""
+DASHBOARD_CREDENTIALS_MOUNT_DIR: Final = "/var/run/secrets/killsafe-dashboard"
+"""Where container targets mount the dashboard's credentials; KILLSAFE_DASHBOARD_CREDENTIALS_FILE points inside."""
+DEFAULT_DASHBOARD_TRUSTED_PROXIES: Final = ("127.0.0.1/32", "::1/128")
+DEFAULT_DASHBOARD_VM_BIND: Final = ("127.0.0.1", "::1")
+"""Where the dashboard listens on a VM (systemd) unless dashboard.bind says otherwise: loopback only."""
+DEFAULT_DASHBOARD_RETRIES_PER_MINUTE: Final = 100
+METRICS_MAX_DATA_POINTS: Final = 7 * 24 * 60
+"""Workers keep BullMQ's per-minute completed/failed counts (`<prefix>:<queue>:metrics:*`) for a week;
+the dashboard reads the last hour from them (as Node's Queue.getMetrics does)."""
+
 # --- Defaults shared by the builders and the worker -----------------------------------------------
 DEFAULT_CONCURRENCY: Final = 1
 DEFAULT_LIVENESS_STALL_SECONDS: Final = 300

@@ -952,6 +952,166 @@ class SystemdSpec(Strict):
     )
 
 
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("is not an IP address; write e.g. 127.0.0.1 or ::1") from None
+    return value
+
+
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+JobName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
+DASHBOARD_MIN_MEMORY_MIB = 192
+"""The dashboard idles at ~60 MiB; each Argon2 check of a password takes 64 MiB, two at a time."""
+
+
+class DashboardCredentialsRef(Strict):
+    """The existing secret holding the dashboard's credential file (`name:role:argon2-hash` lines)."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description="a Kubernetes Secret (mounted as a file), an ECS Secrets Manager secret ARN (injected), or "
+        "on systemd the path of the file on the host (LoadCredential=)",
+        examples=["emails-dashboard-users"],
+    )
+    key: Annotated[str, StringConstraints(min_length=1)] = Field(
+        default=contract.DASHBOARD_CREDENTIALS_SECRET_KEY, description="key inside the secret that holds the file"
+    )
+
+
+class DashboardAuthSpec(Strict):
+    """Who gets in: basic auth against hashed credentials, or an auth proxy's identity header."""
+
+    mode: Literal["basic", "trusted-header"] = Field(
+        default="basic",
+        description="basic (credentials_secret; each user's role in the file) | trusted-header (an auth proxy "
+        "such as oauth2-proxy sets user_header; operators lists who may retry)",
+    )
+    credentials_secret: DashboardCredentialsRef | None = Field(
+        default=None, description="basic: the secret with the credential file (`killsafe-dashboard hash-password`)"
+    )
+    user_header: HeaderName | None = Field(
+        default=None, description="trusted-header: header with the authenticated identity, e.g. X-Forwarded-User"
+    )
+    groups_header: HeaderName | None = Field(
+        default=None, description="trusted-header: header with the identity's groups, e.g. X-Forwarded-Groups"
+    )
+    operators: list[Annotated[str, StringConstraints(pattern=r"^[\x21-\x2b\x2d-\x7e]{1,256}$")]] = Field(
+        default_factory=list,
+        description="trusted-header: identities, or group:NAME entries, with the operator role (everyone else "
+        "the proxy lets in is a viewer)",
+    )
+    trusted_proxies: list[Cidr] = Field(
+        default_factory=lambda: list(contract.DEFAULT_DASHBOARD_TRUSTED_PROXIES),
+        description="trusted-header: addresses the header is believed from (default loopback: the proxy as a sidecar)",
+    )
+
+    @model_validator(mode="after")
+    def _fields_match_mode(self) -> DashboardAuthSpec:
+        if self.mode == "basic":
+            if self.credentials_secret is None:
+                raise FieldError(
+                    ("credentials_secret",),
+                    MISSING,
+                    "is required with mode basic (there is no default password); create a secret with lines "
+                    "from `killsafe-dashboard hash-password --user NAME --role viewer|operator` and add "
+                    "credentials_secret: {name: <secret>}",
+                )
+            for name in ("user_header", "groups_header"):
+                if getattr(self, name) is not None:
+                    raise FieldError(
+                        (name,), getattr(self, name), "is only used with mode trusted-header; remove it or set mode"
+                    )
+            if self.operators:
+                raise FieldError(
+                    ("operators",),
+                    self.operators,
+                    "is only used with mode trusted-header: with basic auth each user's role is in the credential file",
+                )
+        else:
+            if self.user_header is None:
+                raise FieldError(
+                    ("user_header",),
+                    MISSING,
+                    "is required with mode trusted-header: the header your auth proxy sets, e.g. X-Forwarded-User",
+                )
+            if self.credentials_secret is not None:
+                raise FieldError(
+                    ("credentials_secret",),
+                    self.credentials_secret.model_dump(),
+                    "is only used with mode basic; remove it (the proxy authenticates)",
+                )
+        return self
+
+
+class DashboardAccessSpec(Strict):
+    """Who may reach the dashboard's port on the network (nothing listed: only a port-forward or tunnel)."""
+
+    cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="source addresses let in (Kubernetes NetworkPolicy ipBlock, ECS security group rule)",
+    )
+    kubernetes_namespaces: list[DnsLabel] = Field(
+        default_factory=list,
+        description="kubernetes: namespaces whose pods may connect (e.g. where oauth2-proxy or the ingress runs)",
+    )
+    security_group_ids: list[Annotated[str, StringConstraints(pattern=r"^sg-[0-9a-f]{8,17}$")]] = Field(
+        default_factory=list, description="ecs: security groups whose members may connect (e.g. a VPN's or a proxy's)"
+    )
+
+
+class DashboardSpec(Strict):
+    """The internal job dashboard: failed jobs with reason and stack trace, audited retries, behind auth.
+
+    Off by default: it needs a credential killsafe must not invent (there is no default password), and
+    a page that can retry payments is something to turn on deliberately. Its own process, port and
+    Service / ECS service / unit, never the public web port; one replica."""
+
+    enabled: bool = Field(default=False, description="run the dashboard (needs auth)")
+    command: Command = Field(
+        default_factory=lambda: [contract.DASHBOARD_COMMAND],
+        examples=[[contract.DASHBOARD_COMMAND]],
+        description="dashboard process command (the same image)",
+    )
+    port: int = Field(default=contract.DASHBOARD_PORT, ge=1024, le=65_535, description="its own, internal port")
+    auth: DashboardAuthSpec | None = Field(default=None, description="required when enabled")
+    never_auto_retry: list[JobName] = Field(
+        default_factory=list,
+        description="job names whose retry may repeat a side effect (e.g. charge): never retried in bulk, one "
+        "by one only with a confirmation, here and in `killsafe-worker dlq` (KILLSAFE_NEVER_AUTO_RETRY)",
+        examples=[["charge", "refund"]],
+    )
+    retries_per_minute: int = Field(
+        default=contract.DEFAULT_DASHBOARD_RETRIES_PER_MINUTE,
+        ge=1,
+        le=100_000,
+        description="jobs the dashboard retries per minute at most (one job or a selection)",
+    )
+    allowed_from: DashboardAccessSpec = Field(default_factory=DashboardAccessSpec)
+    bind: list[IpAddress] | None = Field(
+        default=None,
+        description=f"systemd: addresses it listens on (default {' and '.join(contract.DEFAULT_DASHBOARD_VM_BIND)}); "
+        "containers listen on all of the pod's/task's addresses",
+    )
+    memory_mib: int = Field(
+        default=256, ge=DASHBOARD_MIN_MEMORY_MIB, le=262_144, description="memory request = limit, MiB"
+    )
+    cpu_millicores: int = Field(default=100, ge=10, le=64_000, description="CPU request = limit, millicores")
+
+    @model_validator(mode="after")
+    def _enabled_needs_auth(self) -> DashboardSpec:
+        if self.enabled and self.auth is None:
+            raise FieldError(
+                ("auth",),
+                MISSING,
+                "is required when the dashboard is enabled (there is no default password); add auth: "
+                "{mode: basic, credentials_secret: {name: <secret>}} or auth: {mode: trusted-header, "
+                "user_header: X-Forwarded-User}",
+            )
+        return self
+
+
 class WorkloadSpec(Strict):
     """One workload: a web tier, a worker tier and their Redis, described once for every target."""
 
@@ -969,6 +1129,7 @@ class WorkloadSpec(Strict):
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
     ecs: EcsSpec = Field(default_factory=EcsSpec)
     systemd: SystemdSpec = Field(default_factory=SystemdSpec)
+    dashboard: DashboardSpec = Field(default_factory=DashboardSpec)
 
     @field_validator("image")
     @classmethod

@@ -149,6 +149,8 @@ class Operator:
     reason: str
     os_user: str
     host: str
+    authenticated: str | None = None
+    """How `by` was established when it is not merely claimed (the dashboard: "basic", "trusted-header")."""
 
 
 def never_auto_retry_from_env(environ: Mapping[str, str]) -> frozenset[str]:
@@ -297,7 +299,8 @@ async def list_failed(queue: Queue, client: aredis.Redis, limit: int, as_json: b
     return EXIT_OK
 
 
-async def _load(queue: Queue, client: aredis.Redis, job_id: str) -> DeadJob:
+async def load_job(queue: Queue, client: aredis.Redis, job_id: str) -> DeadJob:
+    """The job as stored (raw hash: a foreign producer's unparsable job is still shown), with its state."""
     raw = {str(key): str(value) for key, value in (await client.hgetall(queue.toKey(job_id))).items()}
     if not raw:
         raise Refused(f"job {job_id} not found in queue {queue.name}")
@@ -305,7 +308,7 @@ async def _load(queue: Queue, client: aredis.Redis, job_id: str) -> DeadJob:
 
 
 async def show(queue: Queue, client: aredis.Redis, job_id: str, as_json: bool) -> int:
-    job = await _load(queue, client, job_id)
+    job = await load_job(queue, client, job_id)
     if as_json:
         _print_json({"queue": queue.name, **job.details()})
         return EXIT_OK
@@ -322,7 +325,7 @@ async def show(queue: Queue, client: aredis.Redis, job_id: str, as_json: bool) -
     return EXIT_OK
 
 
-async def _retry_and_audit(
+async def retry_and_audit(
     queue: Queue, client: aredis.Redis, job: DeadJob, operator: Operator, *, command: str, confirmed: bool
 ) -> str:
     """Retry with full attempts, then append the audit record; returns the stream entry id.
@@ -356,10 +359,25 @@ async def _retry_and_audit(
         "os_user": operator.os_user,
         "host": operator.host,
     }
+    if operator.authenticated is not None:
+        record["authenticated"] = operator.authenticated
     try:
         return str(await client.xadd(contract.DLQ_AUDIT_STREAM, record))
     except (RedisError, OSError) as err:
         raise UnauditedRetry(f"job {job.id} WAS retried but its audit record could not be written: {err}") from err
+
+
+def check_retryable(
+    job: DeadJob, never_auto_retry: frozenset[str], confirm: bool, how_to_confirm: str = "add --confirm"
+) -> None:
+    """Refused unless the job is failed, and, for a never-auto-retry name, the retry is confirmed."""
+    if job.state != "failed":
+        raise Refused(f"job {job.id} is {job.state}, not failed: nothing to retry")
+    if job.name in never_auto_retry and not confirm:
+        raise Refused(
+            f"refusing to retry job {job.id}: {job.name!r} is in {contract.ENV_NEVER_AUTO_RETRY} "
+            f"(a retry may repeat its side effect); check it did not happen, then {how_to_confirm}"
+        )
 
 
 async def retry_one(
@@ -373,21 +391,15 @@ async def retry_one(
     dry_run: bool,
     as_json: bool,
 ) -> int:
-    job = await _load(queue, client, job_id)
-    if job.state != "failed":
-        raise Refused(f"job {job_id} is {job.state}, not failed: nothing to retry")
-    if job.name in never_auto_retry and not confirm:
-        raise Refused(
-            f"refusing to retry job {job_id}: {job.name!r} is in {contract.ENV_NEVER_AUTO_RETRY} "
-            "(a retry may repeat its side effect); check it did not happen, then add --confirm"
-        )
+    job = await load_job(queue, client, job_id)
+    check_retryable(job, never_auto_retry, confirm)
     if dry_run:
         if as_json:
             _print_json({"dryRun": True, "queue": queue.name, "wouldRetry": [job.summary()], "skipped": []})
         else:
             print(f"dry run: would retry job {job.id} ({job.name}) with {job.attempts} attempts; nothing written")
         return EXIT_OK
-    entry = await _retry_and_audit(queue, client, job, operator, command="retry", confirmed=confirm)
+    entry = await retry_and_audit(queue, client, job, operator, command="retry", confirmed=confirm)
     if as_json:
         _print_json({"dryRun": False, "queue": queue.name, "retried": [job.summary()], "auditIds": [entry]})
     else:
@@ -414,7 +426,7 @@ async def retry_all(
     if not dry_run:
         for job in eligible:
             try:
-                entry = await _retry_and_audit(queue, client, job, operator, command="retry-all", confirmed=False)
+                entry = await retry_and_audit(queue, client, job, operator, command="retry-all", confirmed=False)
             except Refused:
                 vanished.append(job.id)
                 continue
@@ -448,21 +460,40 @@ async def retry_all(
     return EXIT_OK
 
 
-async def show_audit(client: aredis.Redis, queue_filter: str | None, limit: int, as_json: bool) -> int:
-    """Newest first; with a queue filter, pages back through the stream until `limit` records match."""
+async def read_audit(
+    client: aredis.Redis,
+    limit: int,
+    *,
+    queue_filter: str | None = None,
+    job_id: str | None = None,
+    max_scanned: int | None = None,
+) -> list[dict[str, str]]:
+    """Newest first; with a filter, pages back through the stream until `limit` records match (or
+    `max_scanned` records were read, for a page that must answer quickly)."""
     records: list[dict[str, str]] = []
     upper = "+"
-    while len(records) < limit:
-        page = await client.xrevrange(contract.DLQ_AUDIT_STREAM, max=upper, min="-", count=PAGE_SIZE) or []
+    scanned = 0
+    while len(records) < limit and (max_scanned is None or scanned < max_scanned):
+        count = PAGE_SIZE if max_scanned is None else min(PAGE_SIZE, max_scanned - scanned)
+        page = await client.xrevrange(contract.DLQ_AUDIT_STREAM, max=upper, min="-", count=count) or []
+        scanned += len(page)
         for entry_id, fields in page:
             record = {"id": str(entry_id), **{str(key): str(value) for key, value in (fields or {}).items()}}
-            if queue_filter is None or record.get("queue") == queue_filter:
+            if (queue_filter is None or record.get("queue") == queue_filter) and (
+                job_id is None or record.get("job_id") == job_id
+            ):
                 records.append(record)
                 if len(records) == limit:
                     break
-        if len(page) < PAGE_SIZE:
+        if len(page) < count:
             break
         upper = f"({page[-1][0]!s}"
+    return records
+
+
+async def show_audit(client: aredis.Redis, queue_filter: str | None, limit: int, as_json: bool) -> int:
+    """Newest first; with a queue filter, pages back through the stream until `limit` records match."""
+    records = await read_audit(client, limit, queue_filter=queue_filter)
     if as_json:
         _print_json(records)
         return EXIT_OK

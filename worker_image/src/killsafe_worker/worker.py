@@ -40,13 +40,12 @@ from typing import Any
 
 from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
-from bullmq.queue_keys import QueueKeys
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, RedisError, ResponseError
 
-from killsafe_worker import adapter, contract, stop_signals
+from killsafe_worker import adapter, contract, queue_counts, stop_signals
 from killsafe_worker.config import (
     WorkerSettings,
     forget_redis_credentials,
@@ -377,6 +376,7 @@ class WorkerRuntime:
                 "maxStalledCount": settings.max_stalled_count,
                 "name": self.worker_id,
                 "prefix": settings.key_prefix,
+                "metrics": {"maxDataPoints": contract.METRICS_MAX_DATA_POINTS},  # per-minute counts (dashboard)
             },
         )
         for connection in (worker.backend.connection, worker.backend.blocking_connection):
@@ -600,15 +600,7 @@ class WorkerRuntime:
             pipe = self.probe_redis.pipeline(transaction=False)
             pipe.info("memory")
             for queue in self.settings.queues:
-                keys = QueueKeys(self.settings.key_prefix).getKeys(queue)
-                pipe.llen(keys["wait"])
-                pipe.llen(keys["paused"])
-                pipe.zcard(keys["prioritized"])
-                pipe.zcard(keys["delayed"])
-                pipe.llen(keys["active"])
-                pipe.zcard(keys["failed"])
-                pipe.hmget(keys["meta"], ["paused", "concurrency"])
-                pipe.pttl(keys["limiter"])
+                queue_counts.add_count_commands(pipe, queue_counts.queue_keys(self.settings.key_prefix, queue))
             results = await asyncio.wait_for(pipe.execute(), PROBE_TIMEOUT_SECONDS + 0.5)
         except (RedisError, OSError, TimeoutError) as err:
             self._redis_trouble(err)
@@ -617,25 +609,11 @@ class WorkerRuntime:
             log.info("redis reachable again")
         health.redis_error = None
         self._check_eviction_policy(str(results[0].get("maxmemory_policy", "unknown")))
-        per_queue = 8
+        per_queue = queue_counts.COMMANDS_PER_QUEUE
         for index, queue in enumerate(self.settings.queues):
-            wait, paused, prioritized, delayed, active, failed, (queue_paused, global_concurrency), limited_ms = (
-                results[1 + per_queue * index : 1 + per_queue * (index + 1)]
-            )
-            counts = {
-                "waiting": wait + paused,
-                "active": active,
-                "delayed": delayed,
-                "prioritized": prioritized,
-                "failed": failed,
-            }
-            self.metrics.set_queue_counts(queue, counts)
-            throttled = (
-                queue_paused is not None
-                or (global_concurrency is not None and active >= int(global_concurrency))
-                or limited_ms > 0
-            )
-            health.record_sample(queue, backlog=wait + paused + prioritized, throttled=throttled)
+            sample = queue_counts.read_counts(results[1 + per_queue * index : 1 + per_queue * (index + 1)])
+            self.metrics.set_queue_counts(queue, sample.counts)
+            health.record_sample(queue, backlog=sample.backlog, throttled=sample.throttled)
         if not health.shutting_down:  # deregistered at the end of the drain; do not come back
             await self._heartbeat()
         self._publish_readiness()
@@ -673,6 +651,7 @@ class WorkerRuntime:
             "concurrency": self.settings.concurrency,
             "startedAt": self.started_at,
             "inFlight": len(self.in_flight),
+            "ready": self.health.readiness()[0],  # as of the previous beat (the dashboard shows it)
             "lockTokenPrefixes": {queue: f"{worker.id}:" for queue, worker in self.workers.items()},
         }
         try:
