@@ -39,7 +39,7 @@ def _files(folder: Path, operation: str) -> list[dict[str, Any]]:
 def test_render_writes_botocore_request_files_with_the_budget_and_a_health_check(
     rendered: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
-    """Acceptance 1 (the alarm and scaling files arrive with the observability work)."""
+    """Acceptance 1, with the alarm, topic and scaling files present and valid too."""
     folder, result = rendered
     files = sorted(folder.glob("*.json"))
     assert len(files) == len(wire_requests(load_stack("ecs", STACKS).workload))
@@ -48,12 +48,18 @@ def test_render_writes_botocore_request_files_with_the_budget_and_a_health_check
         service, operation = path.name.removesuffix(".json").split(".")[-2:]
         assert model_problems(service, operation, json.loads(path.read_text())) == [], path.name
     tasks = {t["family"]: t for t in _files(folder, "RegisterTaskDefinition")}
-    assert set(tasks) == {"emails-web", "emails-worker"}
+    assert set(tasks) == {"emails-web", "emails-worker", "emails-dashboard"}
     (worker,) = tasks["emails-worker"]["containerDefinitions"]
     assert worker["stopTimeout"] == 90 + 15
     assert worker["healthCheck"]["command"][:3] == ["CMD", "killsafe-worker", "healthcheck"]
     services = {s["serviceName"] for s in _files(folder, "CreateService")}
-    assert services == {"emails-web", "emails-worker"}
+    assert services == {"emails-web", "emails-worker", "emails-dashboard"}
+    alarms = {a["AlarmName"] for a in _files(folder, "PutMetricAlarm")}
+    assert {"emails-WorkerDown", "emails-QueueStalled-emails", "emails-FailedJobsHigh-emails-bulk"} <= alarms
+    assert {"emails-DeadLetterGrowing-emails", "emails-JobsInterrupted-emails-shutdown_deadline"} <= alarms
+    assert {"emails-RedisMemoryHigh", "emails-RedisEvictionPolicyUnsafe"} <= alarms
+    assert len(_files(folder, "CreateTopic")) == 1
+    assert len(_files(folder, "RegisterScalableTarget")) == len(_files(folder, "PutScalingPolicy")) == 1
     assert f"wrote {len(files)} files to {folder}/" in result.stdout
     assert "= kill deadline      105 s   stopTimeout" in result.stdout
     assert "${redis-auth-token.result}" in result.stdout, "the plan says how to fill in the generated token"
@@ -159,7 +165,7 @@ def test_check_is_clean_and_covers_the_ecs_objects() -> None:
     """Acceptance 4."""
     result = run("check", "--stack", "ecs")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "killsafe check: stack ecs is clean (34 objects, 8 rules" in result.stdout
+    assert "killsafe check: stack ecs is clean (73 objects, 8 rules" in result.stdout
 
 
 def test_check_finds_hand_edits_in_rendered_files(rendered: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
