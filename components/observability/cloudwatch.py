@@ -94,7 +94,12 @@ def cloudwatch_alarms(
     target has Redis metrics at all (the Redis alerts are emitted only then).
     """
     timing = timing or AlertTiming.for_spec(spec.alerts, scrape_interval_seconds=MINUTE)
-    selectors = Selectors(worker="", redis="cloudwatch" if redis else None)
+    # The PromQL these selectors would build is never read here; they only say which sources exist.
+    selectors = Selectors(
+        worker="",
+        expected_workers="cloudwatch" if sources.desired_workers is not None else None,
+        redis="cloudwatch" if redis else None,
+    )
     made: list[dict[str, Any]] = []
     skipped: list[Skipped] = []
     for alert in alerts(spec, timing, selectors):

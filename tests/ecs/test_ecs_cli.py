@@ -134,6 +134,36 @@ BAD_INPUT = {
         lambda w: w["ecs"].update(subnets=["subnet-a", "subnet-0f1e2d3c4b5a69788"]),
         "killsafe:workload.ecs.subnets[0]: subnet-a does not match",
     ),
+    "scale to zero on ECS": (
+        lambda w: w["worker"]["autoscaling"].update(min_replicas=0),
+        "killsafe:workload.worker.autoscaling.min_replicas: 0 cannot be 0 on target ecs: the backlog the autoscaler "
+        "reads is published by the workers themselves (CloudWatch EMF), so with no task running nothing publishes it",
+    ),
+    "a dashboard bind address on ECS": (
+        lambda w: w["dashboard"].update(bind=["127.0.0.1"]),
+        "killsafe:workload.dashboard.bind: [127.0.0.1] is for systemd; on target ecs the dashboard listens on its "
+        "task's own address",
+    ),
+    "Kubernetes namespaces for the ECS dashboard": (
+        lambda w: w["dashboard"]["allowed_from"].update(kubernetes_namespaces=["oauth2-proxy"]),
+        "killsafe:workload.dashboard.allowed_from.kubernetes_namespaces: [oauth2-proxy] are Kubernetes namespaces; "
+        "on target ecs list allowed_from.cidrs or allowed_from.security_group_ids",
+    ),
+    "a dashboard open to the internet": (
+        lambda w: w["dashboard"]["allowed_from"].update(cidrs=["10.20.0.0/16", "::/0"]),
+        "killsafe:workload.dashboard.allowed_from.cidrs[1]: ::/0 admits every address; the dashboard shows job data "
+        "and can retry jobs",
+    ),
+    "dashboard credentials that are not an ARN": (
+        lambda w: w["dashboard"]["auth"].update(credentials_secret={"name": "emails-dashboard-users"}),
+        "killsafe:workload.dashboard.auth.credentials_secret.name: emails-dashboard-users is not a Secrets Manager "
+        "secret ARN; on target ecs",
+    ),
+    "a trusted header believed from loopback on ECS": (
+        lambda w: w["dashboard"].update(auth={"mode": "trusted-header", "user_header": "X-Forwarded-User"}),
+        "killsafe:workload.dashboard.auth.trusted_proxies: [127.0.0.1/32, '::1/128'] is loopback only, but on target "
+        "ecs no proxy runs inside the dashboard's task",
+    ),
     "a web grace past 120 s": (
         lambda w: w["web"].update(max_request_seconds=200),
         "killsafe:workload.web.max_request_seconds: 200 plus prestop_seconds (5) and a 5 s reserve = 210 s exceeds "

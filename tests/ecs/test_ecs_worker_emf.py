@@ -160,7 +160,7 @@ def test_counters_are_increases_between_flushes_and_ready_is_one_sample_a_minute
     flushes: list[list[str]] = [[], []]
     now = float(int(time.time()))
     sink: list[str] = flushes[0]
-    publisher = EmfPublisher(metrics, NAMESPACE, write=lambda text: sink.append(text), clock=lambda: now)
+    publisher = EmfPublisher(metrics, NAMESPACE, write=lambda text: sink.append(text), clock=lambda: now)  # noqa: PLW0108 (sink is rebound)
     metrics.queues["q"].job_completed(0.5)
     metrics.queues["q"].job_completed(1.5)
     metrics.worker_ready.set(1)
