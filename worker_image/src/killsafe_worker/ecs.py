@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from killsafe_worker import contract
-from killsafe_worker.emf import EmfPublisher
 from killsafe_worker.task_protection import TaskProtection
 
 if TYPE_CHECKING:
+    from killsafe_worker.emf import EmfPublisher
     from killsafe_worker.worker import WorkerRuntime
 
 STOP_SECONDS = 0.5
@@ -33,7 +33,11 @@ class EcsIntegration:
     def from_environ(cls, environ: Mapping[str, str], runtime: WorkerRuntime) -> EcsIntegration:
         namespace = environ.get(contract.ENV_EMF_NAMESPACE, "").strip()
         agent = environ.get(contract.ENV_ECS_AGENT_URI, "").strip()
-        emf = EmfPublisher(runtime.metrics, namespace) if namespace else None
+        emf = None
+        if namespace:  # imported only on ECS: aws-embedded-metrics reads package metadata at import
+            from killsafe_worker.emf import EmfPublisher
+
+            emf = EmfPublisher(runtime.metrics, namespace)
         protection = (
             TaskProtection(agent, lambda: bool(runtime.in_flight), runtime.settings.max_job_seconds) if agent else None
         )
