@@ -62,6 +62,23 @@ ENV_LOG_LEVEL: Final = "KILLSAFE_LOG_LEVEL"
 ENV_HANDLERS: Final = "KILLSAFE_HANDLERS"
 """Optional `package.module:REGISTRY` (a mapping job name -> async handler) replacing the demo handlers."""
 
+# --- ECS: metrics as CloudWatch Embedded Metric Format, task scale-in protection -----------------
+ENV_EMF_NAMESPACE: Final = "KILLSAFE_EMF_NAMESPACE"
+"""Set by the ECS target (e.g. `killsafe/emails`): the worker also writes the contract metrics to stdout as
+CloudWatch Embedded Metric Format lines in this namespace, which the awslogs driver turns into CloudWatch
+metrics. Unset (every other target): no EMF output at all."""
+EMF_INTERVAL_SECONDS: Final = 60
+"""One EMF flush per worker per minute, at the middle of each wall-clock minute: a 60 s CloudWatch period then
+holds exactly one sample of each worker (SampleCount = workers publishing), which alarms and scaling rely on."""
+EMF_DIMENSIONS: Final = {"queue": "Queue", "state": "State", "reason": "Reason"}
+"""Metric label -> EMF/CloudWatch dimension name; the metric names themselves are the contract's."""
+EMF_TIER_DIMENSION: Final = "Tier"
+"""Dimension of the per-process metrics (killsafe_worker_ready), value EMF_WORKER_TIER."""
+EMF_WORKER_TIER: Final = "worker"
+ENV_ECS_AGENT_URI: Final = "ECS_AGENT_URI"
+"""Set by the ECS agent in every task (not by killsafe): the worker protects its own task from scale-in
+through `${ECS_AGENT_URI}/task-protection/v1/state` while it holds jobs. Unset: no protection calls."""
+
 # --- The job dashboard (`killsafe-dashboard`, its own process and port; never the web app's) ------
 DASHBOARD_COMMAND: Final = "killsafe-dashboard"
 DASHBOARD_PORT: Final = 8090

@@ -1285,6 +1285,17 @@ def _fits_ecs(workload: WorkloadSpec) -> None:
             f"is one subnet, but elasticache.replicas {ecs.elasticache.replicas} means Multi-AZ, which needs subnets "
             "in two Availability Zones; list a second subnet or set elasticache.replicas: 0",
         )
+    autoscaling = workload.worker.autoscaling
+    if autoscaling is not None and autoscaling.min_replicas == 0:
+        raise FieldError(
+            ("workload", "worker", "autoscaling", "min_replicas"),
+            0,
+            "cannot be 0 on target ecs: the backlog the autoscaler reads is published by the workers themselves "
+            "(CloudWatch EMF), so with no task running nothing publishes it and a job enqueued then would never "
+            "start a worker; set min_replicas: 1 or more (or deploy to Kubernetes, where KEDA reads Redis itself)",
+        )
+    if workload.dashboard.enabled:
+        _fits_ecs_dashboard(workload)
     if redis.url_secret is not None and not SECRETS_MANAGER_ARN.match(redis.url_secret.name):
         raise FieldError(
             ("workload", "redis", "url_secret", "name"),
@@ -1293,6 +1304,60 @@ def _fits_ecs(workload: WorkloadSpec) -> None:
             "(arn:aws:secretsmanager:<region>:<account>:secret:<name>-AbCdEf), a JSON secret whose key "
             f"{redis.url_secret.key!r} holds the Redis URL, so only that secret is readable by the tasks",
         )
+
+
+def _fits_ecs_dashboard(workload: WorkloadSpec) -> None:
+    """The dashboard block as ECS reads it: a security group decides who connects, secrets are ARNs."""
+    from killsafe.ecs.fargate import NoFargateSize, cpu_units, fargate_task_size
+
+    dashboard = workload.dashboard
+    loc = ("workload", "dashboard")
+    if dashboard.bind is not None:
+        raise FieldError(
+            (*loc, "bind"),
+            dashboard.bind,
+            "is for systemd; on target ecs the dashboard listens on its task's own address and its security group "
+            "decides who connects: remove bind and list dashboard.allowed_from.cidrs or security_group_ids",
+        )
+    access = dashboard.allowed_from
+    if access.kubernetes_namespaces:
+        raise FieldError(
+            (*loc, "allowed_from", "kubernetes_namespaces"),
+            access.kubernetes_namespaces,
+            "are Kubernetes namespaces; on target ecs list allowed_from.cidrs or allowed_from.security_group_ids",
+        )
+    for index, cidr in enumerate(access.cidrs):
+        if ipaddress.ip_network(cidr).prefixlen == 0:
+            raise FieldError(
+                (*loc, "allowed_from", "cidrs", str(index)),
+                cidr,
+                "admits every address; the dashboard shows job data and can retry jobs: list your VPN's or office's "
+                "ranges, or the auth proxy's security group in security_group_ids",
+            )
+    auth = dashboard.auth
+    assert auth is not None  # DashboardSpec requires it when enabled
+    if auth.credentials_secret is not None and not SECRETS_MANAGER_ARN.match(auth.credentials_secret.name):
+        raise FieldError(
+            (*loc, "auth", "credentials_secret", "name"),
+            auth.credentials_secret.name,
+            "is not a Secrets Manager secret ARN; on target ecs give the secret's full ARN "
+            "(arn:aws:secretsmanager:<region>:<account>:secret:<name>-AbCdEf), a JSON secret whose key "
+            f"{auth.credentials_secret.key!r} holds the credential file, so only that secret is readable",
+        )
+    if auth.mode == "trusted-header" and set(auth.trusted_proxies) <= set(contract.DEFAULT_DASHBOARD_TRUSTED_PROXIES):
+        raise FieldError(
+            (*loc, "auth", "trusted_proxies"),
+            auth.trusted_proxies,
+            "is loopback only, but on target ecs no proxy runs inside the dashboard's task; list the CIDRs your "
+            "auth proxy connects from (its subnets), so the identity header is believed from it alone",
+        )
+    try:
+        fargate_task_size(cpu_units(dashboard.cpu_millicores), dashboard.memory_mib)
+    except NoFargateSize as err:
+        field, value = (
+            ("memory_mib", dashboard.memory_mib) if "MiB" in str(err) else ("cpu_millicores", dashboard.cpu_millicores)
+        )
+        raise FieldError((*loc, field), value, f"fits no Fargate task size: {err}; lower {field}") from None
 
 
 def _fits_systemd(workload: WorkloadSpec) -> None:

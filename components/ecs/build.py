@@ -14,22 +14,26 @@ The same list feeds the Pulumi component (`component.py`) and `killsafe render`.
 Requests come out in dependency order (every ref points at an earlier request, the pseudo-request
 `aws` or a generated value), so applying the rendered files in order works.
 
-Hooks for what lands later, each a list appended before the return (the component creates them in
-the stages after the services): CloudWatch alarms from the shared alert definitions (+ an SNS topic),
-Application Auto Scaling for `worker.autoscaling` (a scalable target on `worker-service` and a
-target-tracking policy on backlog per task). `deploymentConfiguration.alarms` can then name the alarms.
+    dashboard.py      the job dashboard's task definition, service and ingress (dashboard.enabled)
+    alarms.py         CloudWatch alarms from the shared alert definitions, their encrypted SNS topic
+    scaling.py        Application Auto Scaling for `worker.autoscaling` (target tracking, backlog per task)
+
+The component creates the alarms and the scaling target and policy in stages after the services.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 
-from killsafe.ecs import redis
+from killsafe.ecs import dashboard, redis
+from killsafe.ecs.alarms import alarm_requests
 from killsafe.ecs.iam import iam_requests
 from killsafe.ecs.load_balancer import load_balancer_requests
 from killsafe.ecs.logs import LOG_GROUP, log_group_requests
 from killsafe.ecs.network import network_requests
 from killsafe.ecs.requests import ACCOUNT, AwsRequest, Ref
+from killsafe.ecs.scaling import scaling_requests
 from killsafe.ecs.services import cluster_request, service_request
 from killsafe.ecs.tasks import web_task_definition, worker_task_definition
 from killsafe.spec import WorkloadSpec
@@ -49,18 +53,36 @@ def build_requests(spec: WorkloadSpec) -> list[AwsRequest]:
     requests += network_requests(spec)
     if spec.redis.mode == "elasticache":
         requests += redis.elasticache_requests(spec)
-    requests += iam_requests(spec, Ref(LOG_GROUP, "arn"), redis.redis_secret_arn(spec))
+    credentials = dashboard.credentials_arn(spec) if spec.dashboard.enabled else None
+    requests += iam_requests(spec, Ref(LOG_GROUP, "arn"), redis.redis_secret_arn(spec), credentials)
     lb = spec.ecs.load_balancer
     if spec.web is not None and lb is not None:
         requests += load_balancer_requests(spec, lb)
+    if spec.dashboard.enabled:
+        requests += dashboard.ingress_requests(spec)
     if spec.web is not None:
         requests.append(web_task_definition(spec))
     requests.append(worker_task_definition(spec))
+    if spec.dashboard.enabled:
+        requests += dashboard.dashboard_requests(spec)
     if spec.web is not None:
         requests.append(service_request(spec, "web", spec.web.replicas, port=spec.web.port if lb else None))
-    requests.append(service_request(spec, "worker", spec.worker.replicas))
-    # hooks (later issues): requests += alarm_requests(spec); requests += scaling_requests(spec)
+    requests.append(worker_service(spec))
+    if spec.dashboard.enabled:
+        requests.append(dashboard.dashboard_service(spec))
+    requests += alarm_requests(spec)
+    if spec.worker.autoscaling is not None:
+        requests += scaling_requests(spec)
     return requests
+
+
+def worker_service(spec: WorkloadSpec) -> AwsRequest:
+    """With autoscaling the service starts at min_replicas and Application Auto Scaling owns the count."""
+    autoscaling = spec.worker.autoscaling
+    if autoscaling is None:
+        return service_request(spec, "worker", spec.worker.replicas)
+    service = service_request(spec, "worker", autoscaling.min_replicas)
+    return replace(service, managed_elsewhere=("desiredCount",))
 
 
 def wire_requests(spec: WorkloadSpec) -> list[AwsRequest]:

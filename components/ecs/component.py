@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ import pulumi_random
 from killsafe.budget import budget_summary
 from killsafe.config import parse_stack_config
 from killsafe.ecs import build
+from killsafe.ecs.alarms import TOPIC
 from killsafe.ecs.network import DEFAULT_EGRESS
 from killsafe.ecs.redis import AUTH_TOKEN, AUTH_TOKEN_LENGTH, redis_secret_arn
 from killsafe.ecs.requests import ACCOUNT, AwsRequest, Json, Ref, Sub, encode_json
@@ -50,7 +52,12 @@ class Stage(enum.IntEnum):
     """Cluster, logs, network, Redis, IAM, load balancer, task definitions."""
     SERVICES = 1
     """The services: their tasks start only when everything above exists."""
-    # Later: ALARMS = 2 (CloudWatch alarms, SNS topic), SCALING = 3 (Application Auto Scaling).
+    ALARMS = 2
+    """The alarm topic's KMS key, the topic, the CloudWatch alarms."""
+    SCALING = 3
+    """The worker service's scalable target (the service must exist)."""
+    SCALING_POLICY = 4
+    """Its target-tracking policy (the scalable target must exist)."""
 
 
 class UnmappedFields(ValueError):
@@ -153,6 +160,7 @@ def _rule(resource: type[pulumi.CustomResource]) -> Translate:
         for peers, peer_field, arg in (
             ("UserIdGroupPairs", "GroupId", "referenced_security_group_id"),
             ("IpRanges", "CidrIp", "cidr_ipv4"),
+            ("Ipv6Ranges", "CidrIpv6", "cidr_ipv6"),
         ):
             for peer in permission.items(peers):
                 args[arg] = peer(peer_field)
@@ -364,10 +372,125 @@ def _service(f: Fields, _: list[Fields]) -> tuple[type[pulumi.CustomResource], A
     return aws.ecs.Service, args
 
 
+def _kms_key(f: Fields, amends: list[Fields]) -> tuple[type[pulumi.CustomResource], Args]:
+    args: Args = {
+        "description": f("Description"),
+        "key_usage": f("KeyUsage"),
+        "customer_master_key_spec": f("KeySpec"),
+        "policy": f("Policy"),
+        "tags": {t("TagKey"): t("TagValue") for t in f.items("Tags")},
+    }
+    for rotation in amends:
+        rotation.raw("KeyId")
+        args["enable_key_rotation"] = True
+    return aws.kms.Key, args
+
+
+def _topic(f: Fields, _: list[Fields]) -> tuple[type[pulumi.CustomResource], Args]:
+    attributes = f.sub("Attributes")
+    args = {"name": f("Name"), "kms_master_key_id": attributes("KmsMasterKeyId"), "tags": _tags(f.raw("Tags"))}
+    return aws.sns.Topic, args
+
+
+def _dimension_map(items: list[Fields]) -> dict[str, Any]:
+    return {d.raw("Name"): d("Value") for d in items}
+
+
+def _alarm(f: Fields, _: list[Fields]) -> tuple[type[pulumi.CustomResource], Args]:
+    queries = []
+    for query in f.items("Metrics"):
+        entry: Args = {"id": query("Id"), "return_data": query("ReturnData"), "label": query("Label")}
+        if "Expression" in query.params:
+            entry["expression"] = query("Expression")
+        else:
+            stat = query.sub("MetricStat")
+            metric = stat.sub("Metric")
+            entry["metric"] = {
+                "namespace": metric("Namespace"),
+                "metric_name": metric("MetricName"),
+                "dimensions": _dimension_map(metric.items("Dimensions")),
+                "period": stat("Period"),
+                "stat": stat("Stat"),
+            }
+        queries.append({k: v for k, v in entry.items() if v is not None})
+    args: Args = {
+        "name": f("AlarmName"),
+        "alarm_description": f("AlarmDescription"),
+        "actions_enabled": f("ActionsEnabled"),
+        "alarm_actions": f("AlarmActions"),
+        "ok_actions": f("OKActions"),
+        "metric_queries": queries,
+        "evaluation_periods": f("EvaluationPeriods"),
+        "datapoints_to_alarm": f("DatapointsToAlarm"),
+        "threshold": f("Threshold"),
+        "comparison_operator": f("ComparisonOperator"),
+        "treat_missing_data": f("TreatMissingData"),
+        "tags": _tags(f.raw("Tags")),
+    }
+    return aws.cloudwatch.MetricAlarm, args
+
+
+def _scalable_target(f: Fields, _: list[Fields]) -> tuple[type[pulumi.CustomResource], Args]:
+    args = {
+        "service_namespace": f("ServiceNamespace"),
+        "resource_id": f("ResourceId"),
+        "scalable_dimension": f("ScalableDimension"),
+        "min_capacity": f("MinCapacity"),
+        "max_capacity": f("MaxCapacity"),
+        "tags": f("Tags"),
+    }
+    return aws.appautoscaling.Target, args
+
+
+def _scaling_policy(f: Fields, _: list[Fields]) -> tuple[type[pulumi.CustomResource], Args]:
+    config = f.sub("TargetTrackingScalingPolicyConfiguration")
+    metrics = []
+    for query in config.sub("CustomizedMetricSpecification").items("Metrics"):
+        entry: Args = {"id": query("Id"), "return_data": query("ReturnData"), "label": query("Label")}
+        if "Expression" in query.params:
+            entry["expression"] = query("Expression")
+        else:
+            stat = query.sub("MetricStat")
+            metric = stat.sub("Metric")
+            entry["metric_stat"] = {
+                "metric": {
+                    "namespace": metric("Namespace"),
+                    "metric_name": metric("MetricName"),
+                    "dimensions": [{"name": d("Name"), "value": d("Value")} for d in metric.items("Dimensions")],
+                },
+                "stat": stat("Stat"),
+            }
+        metrics.append({k: v for k, v in entry.items() if v is not None})
+    args = {
+        "name": f("PolicyName"),
+        "service_namespace": f("ServiceNamespace"),
+        "resource_id": f("ResourceId"),
+        "scalable_dimension": f("ScalableDimension"),
+        "policy_type": f("PolicyType"),
+        "target_tracking_scaling_policy_configuration": {
+            "target_value": config("TargetValue"),
+            "customized_metric_specification": {"metrics": metrics},
+            "scale_out_cooldown": config("ScaleOutCooldown"),
+            "scale_in_cooldown": config("ScaleInCooldown"),
+            "disable_scale_in": config("DisableScaleIn"),
+        },
+    }
+    return aws.appautoscaling.Policy, args
+
+
 @dataclass(frozen=True)
 class Translation:
     translate: Translate
     stage: Stage = Stage.SETUP
+
+    def owned_args(self, request: AwsRequest) -> list[str]:
+        """The resource inputs another request owns after creation (pulumi-aws names)."""
+        return [MANAGED_ARGS[param] for param in request.managed_elsewhere]
+
+
+MANAGED_ARGS = {"desiredCount": "desired_count"}
+"""Request params that may be managed elsewhere -> the resource input Pulumi then ignores changes to."""
+_CAMEL = re.compile(r"_([a-z])")
 
 
 TRANSLATIONS: dict[tuple[str, str], Translation] = {
@@ -387,6 +510,11 @@ TRANSLATIONS: dict[tuple[str, str], Translation] = {
     ("elbv2", "CreateRule"): Translation(_listener_rule),
     ("ecs", "RegisterTaskDefinition"): Translation(_task_definition),
     ("ecs", "CreateService"): Translation(_service, Stage.SERVICES),
+    ("kms", "CreateKey"): Translation(_kms_key, Stage.ALARMS),
+    ("sns", "CreateTopic"): Translation(_topic, Stage.ALARMS),
+    ("cloudwatch", "PutMetricAlarm"): Translation(_alarm, Stage.ALARMS),
+    ("application-autoscaling", "RegisterScalableTarget"): Translation(_scalable_target, Stage.SCALING),
+    ("application-autoscaling", "PutScalingPolicy"): Translation(_scaling_policy, Stage.SCALING_POLICY),
 }
 """(service, operation) -> the pulumi-aws resource it becomes. Amending requests fold into their target's."""
 
@@ -422,7 +550,8 @@ class EcsWorkload(pulumi.ComponentResource):
 
     Opt-outs live in the spec: `ecs.cluster_arn` (no cluster created), `ecs.load_balancer` omitted (no
     target group or listener rule), `web` omitted (worker only), redis mode `external` (no ElastiCache,
-    no generated token or secret), `ecs.container_insights: false`.
+    no generated token or secret), `ecs.container_insights: false`, `alerts.enabled: false` (no alarms,
+    topic or key), `worker.autoscaling` omitted (no scaling), `dashboard.enabled` false (the default).
     """
 
     cluster_arn: pulumi.Output[str]
@@ -430,6 +559,8 @@ class EcsWorkload(pulumi.ComponentResource):
     web_service_name: pulumi.Output[str | None]
     log_group_name: pulumi.Output[str]
     redis_secret_arn: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str | None]
+    """The SNS topic the alarms notify (subscribe your pager or chat to it); None with alerts disabled."""
     shutdown_budget: dict[str, Any]
     resources: dict[str, pulumi.CustomResource]
     """Every AWS child (and the generated token), by request key."""
@@ -475,6 +606,9 @@ class EcsWorkload(pulumi.ComponentResource):
         self.log_group_name = self._output(Ref("log-group", "name"))
         secret = redis_secret_arn(spec)
         self.redis_secret_arn = self._output(secret) if isinstance(secret, Ref) else pulumi.Output.from_input(secret)
+        self.alarm_topic_arn = (
+            self._output(Ref(TOPIC, "arn")) if TOPIC in self.resources else pulumi.Output.from_input(None)
+        )
         self.shutdown_budget = budget_summary(spec)
         self.register_outputs(
             {
@@ -483,6 +617,7 @@ class EcsWorkload(pulumi.ComponentResource):
                 "web_service_name": self.web_service_name,
                 "log_group_name": self.log_group_name,
                 "redis_secret_arn": self.redis_secret_arn,
+                "alarm_topic_arn": self.alarm_topic_arn,
                 "shutdown_budget": self.shutdown_budget,
             }
         )
@@ -530,9 +665,10 @@ class EcsWorkload(pulumi.ComponentResource):
             args[arg] = pulumi.Output.secret(args[arg])
         if _regional(resource_class):
             args["region"] = self._region
+        ignored = [_CAMEL.sub(lambda m: m.group(1).upper(), arg) for arg in found.owned_args(request)]
         resource = resource_class(
             f"{name}-{request.key}",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, ignore_changes=ignored or None),
             **{k: v for k, v in args.items() if v is not None},
         )
         self.resources[request.key] = resource

@@ -6,9 +6,10 @@ ECR. `ecr:GetAuthorizationToken` is the only action on `*`: it has no resource t
 Both roles trust `ecs-tasks.amazonaws.com` only for tasks of this account and region (the
 confused-deputy conditions AWS documents for ECS).
 
-The task roles have no permissions yet: the app needs none (metrics go out as log lines). Later
-features add statements in `task_role_statements` (e.g. the worker's task scale-in protection:
-`ecs:UpdateTaskProtection` / `ecs:GetTaskProtection` on this cluster's tasks).
+The worker's task role may call `ecs:UpdateTaskProtection` on this cluster's tasks (its scale-in
+protection, through the ECS agent's endpoint: the worker only ever sets it, never reads it); the web
+and dashboard task roles have no permissions (metrics go out as log lines). The dashboard has its own
+execution role, the only one that can read the dashboard's credentials secret.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ECR_IMAGE = re.compile(
 ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 
 EXECUTION_ROLE = "execution-role"
+DASHBOARD_EXECUTION_ROLE = "dashboard-execution-role"
 EXECUTION_POLICY_NAME = "killsafe-execution"
 TASK_POLICY_NAME = "killsafe-task"
 
@@ -107,9 +109,24 @@ def execution_statements(spec: WorkloadSpec, log_group_arn: Ref, redis_secret_ar
     return statements
 
 
+def cluster_name(spec: WorkloadSpec) -> str:
+    """The created cluster's name, or the last part of `ecs.cluster_arn` (arn:...:cluster/<name>)."""
+    if spec.ecs.cluster_arn is None:
+        return names.cluster_name(spec)
+    return spec.ecs.cluster_arn.rsplit("/", 1)[-1]
+
+
 def task_role_statements(spec: WorkloadSpec, tier: Tier) -> list[dict[str, Any]]:
-    """What the tier's own code may do on AWS. Nothing yet (hook for task scale-in protection)."""
-    return []
+    """What the tier's own code may do on AWS: the worker protects its own task from scale-in (the ECS
+    agent's endpoint calls UpdateTaskProtection with the task role), on this cluster's tasks only.
+    Web and dashboard need nothing (metrics leave as log lines)."""
+    if tier != "worker":
+        return []
+    region = region_of(spec)
+    tasks = Sub(f"arn:{partition(region)}:ecs:{region}:", Ref(ACCOUNT, "account_id"), f":task/{cluster_name(spec)}/*")
+    return [
+        {"Sid": "ProtectOwnTaskFromScaleIn", "Effect": "Allow", "Action": "ecs:UpdateTaskProtection", "Resource": tasks}
+    ]
 
 
 def _role(spec: WorkloadSpec, key: str, role_name: str, description: str, component: str) -> AwsRequest:
@@ -140,7 +157,26 @@ def _policy(key: str, role_key: str, policy_name: str, statements: list[dict[str
     )
 
 
-def iam_requests(spec: WorkloadSpec, log_group_arn: Ref, redis_secret_arn: str | Ref) -> list[AwsRequest]:
+def dashboard_execution_statements(
+    spec: WorkloadSpec, log_group_arn: Ref, redis_secret_arn: str | Ref, credentials_arn: str | None
+) -> list[dict[str, Any]]:
+    """The execution role's statements, plus reading the dashboard's one credentials secret."""
+    statements = execution_statements(spec, log_group_arn, redis_secret_arn)
+    if credentials_arn is not None:
+        statements.append(
+            {
+                "Sid": "ReadDashboardCredentials",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": credentials_arn,
+            }
+        )
+    return statements
+
+
+def iam_requests(
+    spec: WorkloadSpec, log_group_arn: Ref, redis_secret_arn: str | Ref, dashboard_credentials_arn: str | None = None
+) -> list[AwsRequest]:
     requests = [
         _role(
             spec,
@@ -157,6 +193,23 @@ def iam_requests(spec: WorkloadSpec, log_group_arn: Ref, redis_secret_arn: str |
         ),
     ]
     tiers: list[Tier] = ["web", "worker"] if spec.web is not None else ["worker"]
+    if spec.dashboard.enabled:
+        tiers.append("dashboard")
+        requests += [
+            _role(
+                spec,
+                DASHBOARD_EXECUTION_ROLE,
+                names.dashboard_execution_role_name(spec),
+                f"ECS pulls the image, writes logs, reads the Redis URL and dashboard users of {spec.name} (killsafe)",
+                "dashboard",
+            ),
+            _policy(
+                f"{DASHBOARD_EXECUTION_ROLE}-policy",
+                DASHBOARD_EXECUTION_ROLE,
+                EXECUTION_POLICY_NAME,
+                dashboard_execution_statements(spec, log_group_arn, redis_secret_arn, dashboard_credentials_arn),
+            ),
+        ]
     for tier in tiers:
         key = task_role_key(tier)
         requests.append(

@@ -12,7 +12,7 @@ from typing import Literal
 
 from killsafe.spec import WorkloadSpec
 
-Tier = Literal["web", "worker"]
+Tier = Literal["web", "worker", "dashboard"]
 
 TARGET_GROUP_NAME_MAX = 32
 REPLICATION_GROUP_ID_MAX = 40
@@ -44,13 +44,18 @@ def log_group_name(spec: WorkloadSpec) -> str:
     return f"/ecs/{spec.name}"
 
 
-def security_group_name(spec: WorkloadSpec, role: Literal["web", "worker", "redis"]) -> str:
+def security_group_name(spec: WorkloadSpec, role: Literal["web", "worker", "redis", "dashboard"]) -> str:
     return f"{spec.name}-{role}"
 
 
 def execution_role_name(spec: WorkloadSpec) -> str:
     """Used by ECS itself (image pull, logs, secrets), never by the app."""
     return fit(f"{spec.name}-ecs-execution", IAM_ROLE_NAME_MAX)
+
+
+def dashboard_execution_role_name(spec: WorkloadSpec) -> str:
+    """The dashboard's own execution role: only it may read the dashboard's credentials secret."""
+    return fit(f"{spec.name}-dashboard-ecs-execution", IAM_ROLE_NAME_MAX)
 
 
 def task_role_name(spec: WorkloadSpec, tier: Tier) -> str:

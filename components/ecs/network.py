@@ -2,8 +2,9 @@
 
     web     in: the web port from the ALB's security group only (no ALB: no ingress at all)
     worker  in: nothing (workers take no traffic; ECS runs the health check inside the task)
-    redis   in: 6379 from the web and worker groups only;  out: nothing
-    web, worker out: Redis (its group, or the external ports), and HTTPS for the AWS APIs the
+    dashboard in: its port from `dashboard.allowed_from` only (CIDRs, security groups; see dashboard.py)
+    redis   in: 6379 from the web, worker (and dashboard) groups only;  out: nothing
+    web, worker, dashboard out: Redis (its group, or the external ports), and HTTPS for the AWS APIs the
             platform calls on the task's behalf (ECR, CloudWatch Logs, Secrets Manager) through a NAT
             gateway or VPC endpoints, whose addresses are not known here
     ALB     out: the web port to the web group (added to the ALB's own group, so a closed ALB works)
@@ -21,7 +22,7 @@ from killsafe.ecs import names
 from killsafe.ecs.requests import AwsRequest, Ref
 from killsafe.spec import WorkloadSpec
 
-Group = Literal["web", "worker", "redis"]
+Group = Literal["web", "worker", "redis", "dashboard"]
 HTTPS_PORT = 443
 ANYWHERE_IPV4 = "0.0.0.0/0"
 DEFAULT_EGRESS = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": ANYWHERE_IPV4}]}
@@ -36,7 +37,7 @@ def group_ref(group: Group) -> Ref:
     return Ref(group_key(group), "id")
 
 
-def _group(spec: WorkloadSpec, group: Group, description: str) -> list[AwsRequest]:
+def group_requests(spec: WorkloadSpec, group: Group, description: str) -> list[AwsRequest]:
     key = group_key(group)
     return [
         AwsRequest(
@@ -62,7 +63,7 @@ def _group(spec: WorkloadSpec, group: Group, description: str) -> list[AwsReques
     ]
 
 
-def _rule(
+def rule(
     key: str,
     direction: Literal["ingress", "egress"],
     group: str | Ref,
@@ -75,30 +76,38 @@ def _rule(
     permission: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
     if peer is not None:
         permission["UserIdGroupPairs"] = [{"GroupId": peer, "Description": description}]
+    elif cidr is not None and ":" in cidr:
+        permission["Ipv6Ranges"] = [{"CidrIpv6": cidr, "Description": description}]
     else:
         permission["IpRanges"] = [{"CidrIp": cidr, "Description": description}]
     operation = "AuthorizeSecurityGroupIngress" if direction == "ingress" else "AuthorizeSecurityGroupEgress"
     return AwsRequest(key, "ec2", operation, {"GroupId": group, "IpPermissions": [permission]})
 
 
+def app_groups(spec: WorkloadSpec) -> list[Group]:
+    """The task groups that talk to Redis and the AWS APIs: web, worker and (when enabled) dashboard."""
+    groups: list[Group] = ["web", "worker"] if spec.web is not None else ["worker"]
+    return [*groups, "dashboard"] if spec.dashboard.enabled else groups
+
+
 def network_requests(spec: WorkloadSpec) -> list[AwsRequest]:
-    tiers: list[Group] = ["web", "worker"] if spec.web is not None else ["worker"]
+    tiers = app_groups(spec)
     elasticache = spec.redis.mode == "elasticache"
     requests: list[AwsRequest] = []
     for tier in tiers:
-        requests += _group(spec, tier, f"{spec.name} {tier} tasks (killsafe)")
+        requests += group_requests(spec, tier, f"{spec.name} {tier} tasks (killsafe)")
     if elasticache:
-        requests += _group(spec, "redis", f"{spec.name} ElastiCache Redis (killsafe)")
+        requests += group_requests(spec, "redis", f"{spec.name} ElastiCache Redis (killsafe)")
     lb = spec.ecs.load_balancer
     if spec.web is not None and lb is not None:
         port = spec.web.port
         requests.append(
-            _rule(
+            rule(
                 "web-sg-ingress-alb", "ingress", group_ref("web"), port, "HTTP from the ALB", peer=lb.security_group_id
             )
         )
         requests.append(
-            _rule(
+            rule(
                 "alb-sg-egress-web",
                 "egress",
                 lb.security_group_id,
@@ -110,7 +119,7 @@ def network_requests(spec: WorkloadSpec) -> list[AwsRequest]:
     for tier in tiers:
         group = group_ref(tier)
         requests.append(
-            _rule(
+            rule(
                 f"{tier}-sg-egress-https",
                 "egress",
                 group,
@@ -121,10 +130,10 @@ def network_requests(spec: WorkloadSpec) -> list[AwsRequest]:
         )
         if elasticache:
             requests.append(
-                _rule(f"{tier}-sg-egress-redis", "egress", group, contract.REDIS_PORT, "Redis", peer=group_ref("redis"))
+                rule(f"{tier}-sg-egress-redis", "egress", group, contract.REDIS_PORT, "Redis", peer=group_ref("redis"))
             )
             requests.append(
-                _rule(
+                rule(
                     f"redis-sg-ingress-{tier}",
                     "ingress",
                     group_ref("redis"),
@@ -136,6 +145,6 @@ def network_requests(spec: WorkloadSpec) -> list[AwsRequest]:
         else:
             for port in spec.ecs.external_redis_ports:
                 requests.append(
-                    _rule(f"{tier}-sg-egress-redis-{port}", "egress", group, port, "external Redis", cidr=ANYWHERE_IPV4)
+                    rule(f"{tier}-sg-egress-redis-{port}", "egress", group, port, "external Redis", cidr=ANYWHERE_IPV4)
                 )
     return requests

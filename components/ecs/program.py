@@ -29,5 +29,6 @@ def deploy(stack: StackConfig) -> EcsWorkload:
     pulumi.export("web_service", workload.web_service_name)
     pulumi.export("log_group", workload.log_group_name)
     pulumi.export("redis_secret_arn", workload.redis_secret_arn)
+    pulumi.export("alarm_topic_arn", workload.alarm_topic_arn)
     pulumi.export("shutdown_budget", workload.shutdown_budget)
     return workload

@@ -63,6 +63,9 @@ class AwsRequest:
     amends: str | None = None
     secret_params: tuple[str, ...] = field(default=())
     """Top-level params that hold a secret (a generated token): never shown in plain text."""
+    managed_elsewhere: tuple[str, ...] = field(default=())
+    """Top-level params another request takes over once created (the worker service's desiredCount under
+    Application Auto Scaling): set at creation, never reset by a later deploy."""
 
     def wire(self) -> AwsRequest:
         return replace(self, params=wire(self.params))
@@ -73,7 +76,7 @@ class AwsRequest:
         return f"{self.key}.{self.service}.{self.operation}"
 
 
-FILE_STEM = re.compile(r"^(?:\d+-)?(?P<key>[a-z0-9-]+)\.(?P<service>[a-z0-9]+)\.(?P<operation>[A-Za-z]+)$")
+FILE_STEM = re.compile(r"^(?:\d+-)?(?P<key>[a-z0-9-]+)\.(?P<service>[a-z0-9-]+)\.(?P<operation>[A-Za-z]+)$")
 
 
 def parse_file_stem(stem: str) -> tuple[str, str, str]:

@@ -17,6 +17,7 @@ from typing import Any
 from killsafe import app_env, contract
 from killsafe.budget import shutdown_budget, web_budget
 from killsafe.ecs import health, names
+from killsafe.ecs.alarms import metrics_namespace
 from killsafe.ecs.fargate import cpu_units, fargate_task_size
 from killsafe.ecs.iam import EXECUTION_ROLE, task_role_key
 from killsafe.ecs.logs import log_configuration
@@ -35,8 +36,9 @@ def task_definition_key(tier: Tier) -> str:
 
 
 def worker_environment(spec: WorkloadSpec) -> dict[str, str]:
-    """The target-neutral worker env; the Redis URL comes from `secrets`. (Hook: the EMF metrics switch.)"""
-    return app_env.worker_env(spec, redis_url_file=None)
+    """The target-neutral worker env (the Redis URL comes from `secrets`), plus the switch that makes the
+    worker publish its metrics as CloudWatch EMF lines (what the alarms and the autoscaler read)."""
+    return {**app_env.worker_env(spec, redis_url_file=None), contract.ENV_EMF_NAMESPACE: metrics_namespace(spec)}
 
 
 def web_environment(spec: WorkloadSpec) -> dict[str, str]:
@@ -50,22 +52,27 @@ def container_definition(
     tier: Tier,
     *,
     command: list[str],
+    entry_point: list[str] | None = None,
     environment: dict[str, str],
     memory_mib: int,
     cpu_millicores: int,
     stop_timeout: int,
     health_check: dict[str, Any],
+    secrets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """`command` has Docker CMD semantics (the image's ENTRYPOINT, e.g. dumb-init, stays PID 1); only an
+    explicit `entry_point` (the spec's `entrypoint`) replaces the image's ENTRYPOINT, as on Kubernetes."""
     container: dict[str, Any] = {
         "name": tier,
         "image": spec.image,
         "essential": True,
+        **({"entryPoint": list(entry_point)} if entry_point is not None else {}),
         "command": list(command),
         "cpu": cpu_units(cpu_millicores),
         "memory": memory_mib,
         "memoryReservation": memory_mib,
         "environment": [{"name": name, "value": value} for name, value in environment.items()],
-        "secrets": [{"name": contract.ENV_REDIS_URL, "valueFrom": redis_url_value_from(spec)}],
+        "secrets": [{"name": contract.ENV_REDIS_URL, "valueFrom": redis_url_value_from(spec)}, *(secrets or [])],
         "stopTimeout": stop_timeout,
         "healthCheck": health_check,
         "user": RUN_AS_USER,
@@ -78,7 +85,9 @@ def container_definition(
     return container
 
 
-def task_definition(spec: WorkloadSpec, tier: Tier, container: dict[str, Any]) -> AwsRequest:
+def task_definition(
+    spec: WorkloadSpec, tier: Tier, container: dict[str, Any], execution_role: str = EXECUTION_ROLE
+) -> AwsRequest:
     size = fargate_task_size(container["cpu"], container["memory"])
     return AwsRequest(
         task_definition_key(tier),
@@ -87,7 +96,7 @@ def task_definition(spec: WorkloadSpec, tier: Tier, container: dict[str, Any]) -
         {
             "family": names.family(spec, tier),
             "taskRoleArn": Ref(task_role_key(tier), "arn"),
-            "executionRoleArn": Ref(EXECUTION_ROLE, "arn"),
+            "executionRoleArn": Ref(execution_role, "arn"),
             "networkMode": "awsvpc",
             "requiresCompatibilities": ["FARGATE"],
             "cpu": str(size.cpu),
@@ -106,6 +115,7 @@ def worker_task_definition(spec: WorkloadSpec) -> AwsRequest:
         spec,
         "worker",
         command=worker.command,
+        entry_point=worker.entrypoint,
         environment=worker_environment(spec),
         memory_mib=worker.memory_mib,
         cpu_millicores=worker.cpu_millicores,
@@ -121,6 +131,7 @@ def web_task_definition(spec: WorkloadSpec) -> AwsRequest:
         spec,
         "web",
         command=web.command,
+        entry_point=web.entrypoint,
         environment=web_environment(spec),
         memory_mib=web.memory_mib,
         cpu_millicores=web.cpu_millicores,

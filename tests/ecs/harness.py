@@ -59,6 +59,7 @@ def mock_value(child: str, attribute: str, inputs: dict[str, Any]) -> str:
         "name": child,
         "primaryEndpointAddress": f"{child}.mock.cache.amazonaws.com",
         "result": MOCK_TOKEN,
+        "keyId": f"{child}-key-id",
     }
     return made_up[attribute]
 
@@ -68,7 +69,7 @@ class AwsMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
-        for attribute in ("arn", "name", "primaryEndpointAddress", "result"):
+        for attribute in ("arn", "name", "primaryEndpointAddress", "result", "keyId"):
             state.setdefault(attribute, mock_value(args.name, attribute, state))
         return f"{args.name}-id", state
 

@@ -39,7 +39,7 @@ def _files(folder: Path, operation: str) -> list[dict[str, Any]]:
 def test_render_writes_botocore_request_files_with_the_budget_and_a_health_check(
     rendered: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
-    """Acceptance 1 (the alarm and scaling files arrive with the observability work)."""
+    """Acceptance 1, with the alarm, topic and scaling files present and valid too."""
     folder, result = rendered
     files = sorted(folder.glob("*.json"))
     assert len(files) == len(wire_requests(load_stack("ecs", STACKS).workload))
@@ -48,12 +48,18 @@ def test_render_writes_botocore_request_files_with_the_budget_and_a_health_check
         service, operation = path.name.removesuffix(".json").split(".")[-2:]
         assert model_problems(service, operation, json.loads(path.read_text())) == [], path.name
     tasks = {t["family"]: t for t in _files(folder, "RegisterTaskDefinition")}
-    assert set(tasks) == {"emails-web", "emails-worker"}
+    assert set(tasks) == {"emails-web", "emails-worker", "emails-dashboard"}
     (worker,) = tasks["emails-worker"]["containerDefinitions"]
     assert worker["stopTimeout"] == 90 + 15
     assert worker["healthCheck"]["command"][:3] == ["CMD", "killsafe-worker", "healthcheck"]
     services = {s["serviceName"] for s in _files(folder, "CreateService")}
-    assert services == {"emails-web", "emails-worker"}
+    assert services == {"emails-web", "emails-worker", "emails-dashboard"}
+    alarms = {a["AlarmName"] for a in _files(folder, "PutMetricAlarm")}
+    assert {"emails-WorkerDown", "emails-QueueStalled-emails", "emails-FailedJobsHigh-emails-bulk"} <= alarms
+    assert {"emails-DeadLetterGrowing-emails", "emails-JobsInterrupted-emails-shutdown_deadline"} <= alarms
+    assert {"emails-RedisMemoryHigh", "emails-RedisEvictionPolicyUnsafe"} <= alarms
+    assert len(_files(folder, "CreateTopic")) == 1
+    assert len(_files(folder, "RegisterScalableTarget")) == len(_files(folder, "PutScalingPolicy")) == 1
     assert f"wrote {len(files)} files to {folder}/" in result.stdout
     assert "= kill deadline      105 s   stopTimeout" in result.stdout
     assert "${redis-auth-token.result}" in result.stdout, "the plan says how to fill in the generated token"
@@ -128,6 +134,36 @@ BAD_INPUT = {
         lambda w: w["ecs"].update(subnets=["subnet-a", "subnet-0f1e2d3c4b5a69788"]),
         "killsafe:workload.ecs.subnets[0]: subnet-a does not match",
     ),
+    "scale to zero on ECS": (
+        lambda w: w["worker"]["autoscaling"].update(min_replicas=0),
+        "killsafe:workload.worker.autoscaling.min_replicas: 0 cannot be 0 on target ecs: the backlog the autoscaler "
+        "reads is published by the workers themselves (CloudWatch EMF), so with no task running nothing publishes it",
+    ),
+    "a dashboard bind address on ECS": (
+        lambda w: w["dashboard"].update(bind=["127.0.0.1"]),
+        "killsafe:workload.dashboard.bind: [127.0.0.1] is for systemd; on target ecs the dashboard listens on its "
+        "task's own address",
+    ),
+    "Kubernetes namespaces for the ECS dashboard": (
+        lambda w: w["dashboard"]["allowed_from"].update(kubernetes_namespaces=["oauth2-proxy"]),
+        "killsafe:workload.dashboard.allowed_from.kubernetes_namespaces: [oauth2-proxy] are Kubernetes namespaces; "
+        "on target ecs list allowed_from.cidrs or allowed_from.security_group_ids",
+    ),
+    "a dashboard open to the internet": (
+        lambda w: w["dashboard"]["allowed_from"].update(cidrs=["10.20.0.0/16", "::/0"]),
+        "killsafe:workload.dashboard.allowed_from.cidrs[1]: ::/0 admits every address; the dashboard shows job data "
+        "and can retry jobs",
+    ),
+    "dashboard credentials that are not an ARN": (
+        lambda w: w["dashboard"]["auth"].update(credentials_secret={"name": "emails-dashboard-users"}),
+        "killsafe:workload.dashboard.auth.credentials_secret.name: emails-dashboard-users is not a Secrets Manager "
+        "secret ARN; on target ecs",
+    ),
+    "a trusted header believed from loopback on ECS": (
+        lambda w: w["dashboard"].update(auth={"mode": "trusted-header", "user_header": "X-Forwarded-User"}),
+        "killsafe:workload.dashboard.auth.trusted_proxies: [127.0.0.1/32, '::1/128'] is loopback only, but on target "
+        "ecs no proxy runs inside the dashboard's task",
+    ),
     "a web grace past 120 s": (
         lambda w: w["web"].update(max_request_seconds=200),
         "killsafe:workload.web.max_request_seconds: 200 plus prestop_seconds (5) and a 5 s reserve = 210 s exceeds "
@@ -159,7 +195,7 @@ def test_check_is_clean_and_covers_the_ecs_objects() -> None:
     """Acceptance 4."""
     result = run("check", "--stack", "ecs")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "killsafe check: stack ecs is clean (34 objects, 8 rules" in result.stdout
+    assert "killsafe check: stack ecs is clean (73 objects, 8 rules" in result.stdout
 
 
 def test_check_finds_hand_edits_in_rendered_files(rendered: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

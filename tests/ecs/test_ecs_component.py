@@ -24,6 +24,7 @@ from tests.ecs.harness import (
     VARIANTS,
     aws_children,
     child,
+    ecs_spec,
     run_aws,
     stack_config,
 )
@@ -49,7 +50,7 @@ def test_worker_service_inputs_reach_the_engine_exactly() -> None:
             "cluster": "arn:mock:emails-cluster",
             "name": "emails-worker",
             "taskDefinition": "arn:mock:emails-worker-task-definition",
-            "desiredCount": 3,
+            "desiredCount": 2,
             "launchType": "FARGATE",
             "platformVersion": "1.4.0",
             "networkConfiguration": {
@@ -133,11 +134,20 @@ def test_children_are_named_after_their_keys_and_parented_to_the_component() -> 
     assert child(run, "blue-worker-service").inputs["name"] == "emails-worker", "AWS names keep the workload's"
 
 
+LATER_TYPES = {
+    "aws:kms/key:Key",
+    "aws:sns/topic:Topic",
+    "aws:cloudwatch/metricAlarm:MetricAlarm",
+    "aws:appautoscaling/target:Target",
+    "aws:appautoscaling/policy:Policy",
+}
+
+
 def test_services_start_only_after_everything_their_tasks_use() -> None:
     run = _run()
     services = [c for c in aws_children(run) if c.type == "aws:ecs/service:Service"]
-    setup = [c for c in aws_children(run) if c not in services]
-    assert len(services) == 2 and len(setup) > 20
+    setup = [c for c in aws_children(run) if c not in services and c.type not in LATER_TYPES]
+    assert len(services) == 3 and len(setup) > 20
     for service in services:
         missing = {c.name for c in setup if c.urn not in service.dependencies}
         assert not missing, f"{service.name} may start before {missing}"
@@ -222,5 +232,39 @@ def test_a_field_no_translation_knows_fails_loudly() -> None:
 
 
 def test_an_unknown_operation_fails_loudly() -> None:
-    with pytest.raises(ValueError, match=r"no pulumi-aws resource for cloudwatch.PutMetricAlarm \(request 'alarm'\)"):
-        translation(AwsRequest("alarm", "cloudwatch", "PutMetricAlarm", {}))
+    with pytest.raises(ValueError, match=r"no pulumi-aws resource for events.PutRule \(request 'rule'\)"):
+        translation(AwsRequest("rule", "events", "PutRule", {}))
+
+
+def test_alarms_and_scaling_come_after_the_services_in_order() -> None:
+    """Stages: alarms after the services, the scalable target after them, its policy after the target."""
+    run = _run()
+    by_name = {c.name: c for c in aws_children(run)}
+    target = by_name["emails-worker-scalable-target"]
+    policy = by_name["emails-worker-scaling-policy"]
+    assert by_name["emails-worker-service"].urn in target.dependencies
+    assert target.urn in policy.dependencies
+    alarm = by_name["emails-alarm-emails-workerdown"]
+    assert by_name["emails-worker-service"].urn in alarm.dependencies
+    assert by_name["emails-alarm-topic"].urn not in by_name["emails-worker-service"].dependencies
+
+
+def test_autoscaled_worker_service_keeps_the_count_the_autoscaler_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `pulumi up` must not reset desiredCount: Pulumi ignores changes to it once autoscaling owns it."""
+    seen: dict[str, Any] = {}
+    original = aws.ecs.Service
+
+    class Recorded(original):  # type: ignore[misc, valid-type]
+        def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **kwargs: Any) -> None:
+            seen[resource_name] = opts.ignore_changes if opts is not None else None
+            super().__init__(resource_name, opts=opts, **kwargs)
+
+    monkeypatch.setattr(aws.ecs, "Service", Recorded)
+    run = run_aws(lambda: EcsWorkload("emails", SPEC))
+    assert run.error is None
+    assert seen["emails-worker-service"] == ["desiredCount"]
+    assert seen["emails-web-service"] is None and seen["emails-dashboard-service"] is None
+    fixed = ecs_spec(worker__autoscaling=None, worker__replicas=3)
+    seen.clear()
+    assert run_aws(lambda: EcsWorkload("emails", fixed)).error is None
+    assert seen["emails-worker-service"] is None

@@ -74,6 +74,8 @@ def _sg_rule(operation: str) -> Callable[[dict[str, Any], Registration], list[Re
             permission["UserIdGroupPairs"] = [
                 {"GroupId": i["referencedSecurityGroupId"], "Description": i["description"]}
             ]
+        elif "cidrIpv6" in i:
+            permission["Ipv6Ranges"] = [{"CidrIpv6": i["cidrIpv6"], "Description": i["description"]}]
         else:
             permission["IpRanges"] = [{"CidrIp": i["cidrIpv4"], "Description": i["description"]}]
         return [("ec2", operation, {"GroupId": i["securityGroupId"], "IpPermissions": [permission]})]
@@ -255,6 +257,112 @@ def _service(i: dict[str, Any], child: Registration) -> list[Request]:
     return [("ecs", "CreateService", params)]
 
 
+def _kms_key(i: dict[str, Any], child: Registration) -> list[Request]:
+    create = {
+        "Description": i["description"],
+        "KeyUsage": i["keyUsage"],
+        "KeySpec": i["customerMasterKeySpec"],
+        "Policy": i["policy"],
+        "Tags": [{"TagKey": k, "TagValue": v} for k, v in i["tags"].items()],
+    }
+    assert i["enableKeyRotation"] is True
+    return [("kms", "CreateKey", create), ("kms", "EnableKeyRotation", {"KeyId": f"{child.name}-key-id"})]
+
+
+def _topic(i: dict[str, Any], child: Registration) -> list[Request]:
+    params = {"Name": i["name"], "Attributes": {"KmsMasterKeyId": i["kmsMasterKeyId"]}, "Tags": _pairs(i["tags"])}
+    return [("sns", "CreateTopic", params)]
+
+
+def _dimensions(mapping: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Name": k, "Value": v} for k, v in mapping.items()]
+
+
+def _alarm(i: dict[str, Any], child: Registration) -> list[Request]:
+    metrics = []
+    for query in i["metricQueries"]:
+        entry: dict[str, Any] = {"Id": query["id"]}
+        if "expression" in query:
+            entry |= {"Expression": query["expression"], "Label": query["label"]}
+        else:
+            m = query["metric"]
+            entry["MetricStat"] = {
+                "Metric": {
+                    "Namespace": m["namespace"],
+                    "MetricName": m["metricName"],
+                    "Dimensions": _dimensions(m["dimensions"]),
+                },
+                "Period": m["period"],
+                "Stat": m["stat"],
+            }
+        entry["ReturnData"] = query["returnData"]
+        metrics.append(entry)
+    params = {
+        "AlarmName": i["name"],
+        "AlarmDescription": i["alarmDescription"],
+        "ActionsEnabled": i["actionsEnabled"],
+        "AlarmActions": i["alarmActions"],
+        "OKActions": i["okActions"],
+        "Metrics": metrics,
+        "EvaluationPeriods": i["evaluationPeriods"],
+        "DatapointsToAlarm": i["datapointsToAlarm"],
+        "Threshold": float(i["threshold"]),
+        "ComparisonOperator": i["comparisonOperator"],
+        "TreatMissingData": i["treatMissingData"],
+        "Tags": _pairs(i["tags"]),
+    }
+    return [("cloudwatch", "PutMetricAlarm", params)]
+
+
+def _scaling_target(i: dict[str, Any], child: Registration) -> list[Request]:
+    params = {
+        "ServiceNamespace": i["serviceNamespace"],
+        "ResourceId": i["resourceId"],
+        "ScalableDimension": i["scalableDimension"],
+        "MinCapacity": i["minCapacity"],
+        "MaxCapacity": i["maxCapacity"],
+        "Tags": i["tags"],
+    }
+    return [("application-autoscaling", "RegisterScalableTarget", params)]
+
+
+def _scaling_policy(i: dict[str, Any], child: Registration) -> list[Request]:
+    config = i["targetTrackingScalingPolicyConfiguration"]
+    metrics = []
+    for query in config["customizedMetricSpecification"]["metrics"]:
+        entry: dict[str, Any] = {"Id": query["id"]}
+        if "expression" in query:
+            entry |= {"Expression": query["expression"], "Label": query["label"]}
+        else:
+            stat = query["metricStat"]
+            metric = stat["metric"]
+            entry["MetricStat"] = {
+                "Metric": {
+                    "Namespace": metric["namespace"],
+                    "MetricName": metric["metricName"],
+                    "Dimensions": [{"Name": d["name"], "Value": d["value"]} for d in metric["dimensions"]],
+                },
+                "Stat": stat["stat"],
+            }
+        entry["ReturnData"] = query["returnData"]
+        metrics.append(entry)
+    params = {
+        "PolicyName": i["name"],
+        "ServiceNamespace": i["serviceNamespace"],
+        "ResourceId": i["resourceId"],
+        "ScalableDimension": i["scalableDimension"],
+        "PolicyType": i["policyType"],
+        "TargetTrackingScalingPolicyConfiguration": {
+            "TargetValue": float(config["targetValue"]),
+            "CustomizedMetricSpecification": {"Metrics": metrics},
+            "ScaleOutCooldown": config["scaleOutCooldown"],
+            "ScaleInCooldown": config["scaleInCooldown"],
+            "DisableScaleIn": config["disableScaleIn"],
+        },
+    }
+    return [("application-autoscaling", "PutScalingPolicy", params)]
+
+
 INVERSES: dict[str, Callable[[dict[str, Any], Registration], list[Request]]] = {
     "aws:ecs/cluster:Cluster": _cluster,
     "aws:cloudwatch/logGroup:LogGroup": _log_group,
@@ -272,6 +380,11 @@ INVERSES: dict[str, Callable[[dict[str, Any], Registration], list[Request]]] = {
     "aws:lb/listenerRule:ListenerRule": _listener_rule,
     "aws:ecs/taskDefinition:TaskDefinition": _task_definition,
     "aws:ecs/service:Service": _service,
+    "aws:kms/key:Key": _kms_key,
+    "aws:sns/topic:Topic": _topic,
+    "aws:cloudwatch/metricAlarm:MetricAlarm": _alarm,
+    "aws:appautoscaling/target:Target": _scaling_target,
+    "aws:appautoscaling/policy:Policy": _scaling_policy,
 }
 
 GLOBAL_TYPES = {"aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy"}
@@ -281,7 +394,7 @@ def canonical(request: Request) -> str:
     """Type-exact text of one request; JSON-text params compared as the documents they hold."""
     service, operation, params = request
     params = dict(params)
-    for name in ("AssumeRolePolicyDocument", "PolicyDocument", "SecretString"):
+    for name in ("AssumeRolePolicyDocument", "PolicyDocument", "SecretString", "Policy"):
         if name in params:
             params[name] = json.loads(params[name])
     return json.dumps({"service": service, "operation": operation, "params": _sorted_tags(params)}, sort_keys=True)
@@ -292,7 +405,7 @@ def _sorted_tags(value: Any) -> Any:
     if isinstance(value, dict):
         return {
             k: sorted(v, key=lambda pair: json.dumps(pair, sort_keys=True))
-            if k in ("Tags", "tags") and isinstance(v, list)
+            if k in ("Tags", "tags", "Dimensions") and isinstance(v, list)
             else _sorted_tags(v)
             for k, v in value.items()
         }

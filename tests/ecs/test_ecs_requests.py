@@ -182,10 +182,20 @@ def test_secrets_never_appear_in_environment_or_in_the_rendered_requests() -> No
         for task in _of(spec, "RegisterTaskDefinition"):
             (container,) = task["containerDefinitions"]
             names = {e["name"] for e in container["environment"]}
-            assert not names & {"REDIS_URL", "REDIS_URL_FILE"}
-            (secret,) = container["secrets"]
+            assert not names & {"REDIS_URL", "REDIS_URL_FILE", "KILLSAFE_DASHBOARD_CREDENTIALS"}
+            secret, *others = container["secrets"]
             assert secret["name"] == "REDIS_URL"
             assert secret["valueFrom"].endswith(":url::")
+            if task["family"].endswith("-dashboard"):
+                assert others == [
+                    {
+                        "name": "KILLSAFE_DASHBOARD_CREDENTIALS",
+                        "valueFrom": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:"
+                        "emails/dashboard-users-Q1w2E3:credentials::",
+                    }
+                ]
+            else:
+                assert others == []
     (group,) = _of(ecs_spec(), "CreateReplicationGroup")
     assert group["AuthToken"] == "${redis-auth-token.result}"
     (value,) = _of(ecs_spec(), "PutSecretValue")

