@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from killsafe_worker import contract
-from killsafe_worker.task_protection import TaskProtection
 
 if TYPE_CHECKING:
     from killsafe_worker.emf import EmfPublisher
+    from killsafe_worker.task_protection import TaskProtection
     from killsafe_worker.worker import WorkerRuntime
 
 STOP_SECONDS = 0.5
@@ -38,9 +38,11 @@ class EcsIntegration:
             from killsafe_worker.emf import EmfPublisher
 
             emf = EmfPublisher(runtime.metrics, namespace)
-        protection = (
-            TaskProtection(agent, lambda: bool(runtime.in_flight), runtime.settings.max_job_seconds) if agent else None
-        )
+        protection = None
+        if agent:  # imported only on ECS: off ECS the worker never loads aiohttp (memory, start time)
+            from killsafe_worker.task_protection import TaskProtection
+
+            protection = TaskProtection(agent, lambda: bool(runtime.in_flight), runtime.settings.max_job_seconds)
         return cls(emf, protection)
 
     async def around(self, run: Awaitable[int]) -> int:
