@@ -21,7 +21,8 @@ RULE_TITLES: dict[str, str] = {
     "KS001": "the worker's grace period covers the job budget and its own drain deadline",
     "KS002": "every long-running container has readiness and liveness probes; the worker a startup probe",
     "KS003": "every container has CPU and memory requests and limits",
-    "KS004": "web and worker run as separate Deployments/services/units; nothing routes traffic to workers",
+    "KS004": "web and worker run as separate Deployments/services/units; nothing routes traffic to workers, "
+    "and the dashboard is never reachable through the web Service/port",
     "KS005": "processes run unprivileged and hardened (Pod Security 'restricted', no service-account token)",
     "KS006": "no secret in plain text: no Secret data in manifests, no credentials in env or args",
     "KS007": "Redis is configured for queues: noeviction and AOF persistence",

@@ -1117,7 +1117,7 @@ class WorkloadSpec(Strict):
 
     name: DnsLabel = Field(description="DNS-1123 label, prefix of every object name", examples=["emails"])
     image: Annotated[str, StringConstraints(min_length=1)] = Field(
-        description="one image, two commands (web and worker)", examples=["ghcr.io/acme/emails:1.4.2"]
+        description="one image for every command (web, worker, job dashboard)", examples=["ghcr.io/acme/emails:1.4.2"]
     )
     redis: RedisSpec = Field(default_factory=RedisSpec)
     web: WebSpec | None = Field(default=None, description="omit for a worker-only workload")
@@ -1151,6 +1151,17 @@ class WorkloadSpec(Strict):
                 f"is older than {needed}, which the web tier's preStop sleep (web.prestop_seconds: "
                 f"{self.web.prestop_seconds}) needs; upgrade the cluster, or set web.prestop_seconds: 0 "
                 "(no stop delay: see README, Older clusters)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _dashboard_has_its_own_port(self) -> WorkloadSpec:
+        if self.dashboard.enabled and self.web is not None and self.dashboard.port == self.web.port:
+            raise FieldError(
+                ("dashboard", "port"),
+                self.dashboard.port,
+                "is the web port; the dashboard is internal and has its own port (default "
+                f"{contract.DASHBOARD_PORT}), never the public one",
             )
         return self
 
@@ -1211,6 +1222,7 @@ class StackConfig(Strict):
                     "as host:port and the password, which a redis:// URL Secret does not give it; add "
                     "keda_redis_secret: {name: <Secret with keys address and password>}",
                 )
+            _fits_kubernetes_dashboard(workload)
         if self.target == "ecs":
             worker = self.workload.worker
             grace = worker.max_job_seconds + worker.drain_margin_seconds
@@ -1226,6 +1238,65 @@ class StackConfig(Strict):
         if self.target == "systemd":
             _fits_systemd(self.workload)
         return self
+
+
+KUBERNETES_SECRET_NAME = re.compile(rf"^{_DNS_SUBDOMAIN}$")
+KUBERNETES_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+
+
+def _loopback_only(cidr: str) -> bool:
+    network = ipaddress.ip_network(cidr, strict=False)
+    return network.network_address.is_loopback and network.broadcast_address.is_loopback
+
+
+def _fits_kubernetes_dashboard(workload: WorkloadSpec) -> None:
+    """The dashboard block on Kubernetes: no fields of other targets, a Secret Kubernetes can hold, and
+    an auth proxy the dashboard can actually believe."""
+    dashboard = workload.dashboard
+    if not dashboard.enabled:
+        return
+    loc = ("workload", "dashboard")
+    if dashboard.bind is not None:
+        raise FieldError(
+            (*loc, "bind"),
+            dashboard.bind,
+            "is for systemd; on Kubernetes the dashboard listens on every address of its pod and its "
+            "NetworkPolicy (dashboard.allowed_from) decides who reaches it; remove bind",
+        )
+    if dashboard.allowed_from.security_group_ids:
+        raise FieldError(
+            (*loc, "allowed_from", "security_group_ids"),
+            dashboard.allowed_from.security_group_ids,
+            "is for ECS; on Kubernetes let in namespaces (allowed_from.kubernetes_namespaces) or address "
+            "blocks (allowed_from.cidrs)",
+        )
+    auth = dashboard.auth
+    secret = auth.credentials_secret if auth is not None else None
+    if secret is not None:
+        if len(secret.name) > 253 or not KUBERNETES_SECRET_NAME.match(secret.name):
+            raise FieldError(
+                (*loc, "auth", "credentials_secret", "name"),
+                secret.name,
+                "is not a Kubernetes Secret name (a DNS-1123 subdomain: lower-case letters, digits, '-' and "
+                "'.', at most 253 characters), e.g. emails-dashboard-users",
+            )
+        if not KUBERNETES_SECRET_KEY.match(secret.key):
+            raise FieldError(
+                (*loc, "auth", "credentials_secret", "key"),
+                secret.key,
+                "is not a Kubernetes Secret key (letters, digits, '-', '_' and '.'), e.g. credentials",
+            )
+    if auth is not None and auth.mode == "trusted-header":
+        access = dashboard.allowed_from
+        if (access.kubernetes_namespaces or access.cidrs) and all(map(_loopback_only, auth.trusted_proxies)):
+            raise FieldError(
+                (*loc, "auth", "trusted_proxies"),
+                auth.trusted_proxies,
+                "trusts loopback only, but an auth proxy in allowed_from connects from its pod's address, so "
+                "every request it forwards would get 401; list the addresses its pods connect from (your "
+                "cluster's pod CIDRs, e.g. [10.244.0.0/16]) and leave loopback out, or `kubectl port-forward` "
+                "users could set the identity header themselves",
+            )
 
 
 SECRETS_MANAGER_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$")

@@ -1,7 +1,9 @@
-"""What the web and worker tiers share: one image, the same container shape, the same Deployment shell.
+"""What the web, worker and dashboard tiers share: one image, the same container shape, the same
+Deployment shell and the same kind of Service.
 
-Each tier adds only what differs (its command, env, port, probes, preStop, grace period), so a
-change to how app pods get the Redis credentials, /tmp, spreading or rollouts is made once.
+Each tier adds only what differs (its command, env, port, probes, preStop, grace period, extra
+credentials, rollout strategy), so a change to how app pods get the Redis credentials, /tmp,
+spreading or rollouts is made once.
 
 The spec's `command` has Docker CMD semantics and becomes the container's `args`: the image's
 ENTRYPOINT (dumb-init in the reference image) stays PID 1, forwards SIGTERM from the first moment and
@@ -10,6 +12,7 @@ reaps orphans. Only an explicit `entrypoint` in the spec becomes `command` (repl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from killsafe.kubernetes import pods
@@ -19,7 +22,7 @@ from killsafe.kubernetes.labels import object_meta, selector_labels, workload_la
 from killsafe.kubernetes.probes import ProbeSet
 from killsafe.spec import WorkloadSpec
 
-Tier = Literal["web", "worker"]
+Tier = Literal["web", "worker", "dashboard"]
 
 
 def app_container(
@@ -33,6 +36,7 @@ def app_container(
     probes: ProbeSet,
     memory_mib: int,
     cpu_millicores: int,
+    extra_mounts: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The tier's container from the workload image: probes on their port, Redis URL as a mounted file."""
     process: dict[str, list[str]] = {"args": list(command)}
@@ -48,7 +52,7 @@ def app_container(
         **probes.manifest(),
         "resources": pods.resources(memory_mib, cpu_millicores),
         "securityContext": pods.container_security_context(),
-        "volumeMounts": [pods.secret_mount(), pods.tmp_mount()],
+        "volumeMounts": [pods.secret_mount(), *extra_mounts, pods.tmp_mount()],
     }
 
 
@@ -62,9 +66,12 @@ def app_deployment(
     grace_seconds: int,
     min_ready_seconds: int,
     service_account: str,
+    extra_volumes: Sequence[dict[str, Any]] = (),
+    strategy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Deployment that never drops capacity on rollout (a new pod counts only after minReadySeconds
-    of readiness), spread across zones and nodes, with the restricted pod base."""
+    of readiness), spread across zones and nodes, with the restricted pod base. `strategy` replaces
+    the surge-first rolling update (the dashboard's Recreate)."""
     selector = selector_labels(spec, tier)
     labels = workload_labels(spec, tier, spec.image)
     pod_spec = {
@@ -72,6 +79,7 @@ def app_deployment(
         "containers": [container],
         "volumes": [
             pods.secret_volume(redis_secret_name(spec), redis_url_secret_key(spec), REDIS_URL_FILE_NAME),
+            *extra_volumes,
             pods.tmp_volume(),
         ],
         "topologySpreadConstraints": pods.topology_spread(selector),
@@ -91,7 +99,22 @@ def app_deployment(
             "replicas": replicas,
             "minReadySeconds": min_ready_seconds,
             "selector": {"matchLabels": selector},
-            "strategy": pods.rolling_update(replicas),
+            "strategy": strategy if strategy is not None else pods.rolling_update(replicas),
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def app_service(spec: WorkloadSpec, tier: Tier, *, name: str, port_name: str, port: int) -> dict[str, Any]:
+    """A ClusterIP Service on one named port, selecting this tier's pods only (stable selector labels)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(name, spec.kubernetes.namespace, workload_labels(spec, tier, spec.image)),
+        "spec": {
+            "type": "ClusterIP",
+            **pods.DUAL_STACK,
+            "selector": selector_labels(spec, tier),
+            "ports": [{"name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP"}],
         },
     }

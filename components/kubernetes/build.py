@@ -11,6 +11,7 @@ The same list feeds the Pulumi component (`component.py`) and `killsafe render`.
     namespace.py    Namespace (Pod Security "restricted") and ServiceAccount
     app_pods.py     the container and Deployment shape web and worker share
     web.py          web Deployment + Service;  worker.py  worker Deployment
+    dashboard.py    the job dashboard (dashboard.enabled): Deployment + ClusterIP Service, its Secret's command
     redis.py        in-cluster Redis: ConfigMap (redis.conf), Services, StatefulSet
     disruption.py   PodDisruptionBudgets;  network.py  NetworkPolicies
     suppressions.py the only justified checkov skips (tag without digest, namespace default, ...)
@@ -28,13 +29,10 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+from killsafe.kubernetes import credentials
 from killsafe.kubernetes.autoscaling import autoscaling_manifests, without_replicas
-from killsafe.kubernetes.credentials import (
-    prerequisites,
-    redis_in_cluster_url_template,
-    redis_secret_name,
-    redis_service_name,
-)
+from killsafe.kubernetes.credentials import redis_in_cluster_url_template, redis_secret_name, redis_service_name
+from killsafe.kubernetes.dashboard import dashboard_deployment, dashboard_prerequisites, dashboard_service
 from killsafe.kubernetes.disruption import pod_disruption_budget
 from killsafe.kubernetes.monitoring import monitoring_manifests
 from killsafe.kubernetes.namespace import namespace, service_account, service_account_name
@@ -55,6 +53,11 @@ __all__ = [
 Manifest = dict[str, Any]
 
 
+def prerequisites(spec: WorkloadSpec) -> list[str]:
+    """What rendered YAML needs before `kubectl apply`: the Redis credentials, the dashboard's users."""
+    return [*credentials.prerequisites(spec), *dashboard_prerequisites(spec)]
+
+
 def build_manifests(spec: WorkloadSpec) -> list[Manifest]:
     """Every Kubernetes object of the workload, in apply order. Deterministic for a given spec."""
     in_cluster_redis = spec.redis.mode == "in-cluster"
@@ -68,6 +71,8 @@ def build_manifests(spec: WorkloadSpec) -> list[Manifest]:
         manifests.extend(redis_services(spec))
     if spec.web is not None:
         manifests.append(web_service(spec))
+    if spec.dashboard.enabled:
+        manifests.append(dashboard_service(spec))
     if in_cluster_redis:
         manifests.append(redis_stateful_set(spec, sa))
     if spec.web is not None:
@@ -77,6 +82,8 @@ def build_manifests(spec: WorkloadSpec) -> list[Manifest]:
     exporter = in_cluster_redis and spec.redis.exporter.enabled
     if exporter:
         manifests.append(exporter_deployment(spec, sa))
+    if spec.dashboard.enabled:
+        manifests.append(dashboard_deployment(spec, sa))  # one replica: no PodDisruptionBudget (dashboard.py)
     if spec.kubernetes.pod_disruption_budgets:
         if in_cluster_redis:
             manifests.append(pod_disruption_budget(spec, "redis", redis_service_name(spec), spec.redis.image))

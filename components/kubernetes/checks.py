@@ -160,6 +160,7 @@ def _jobs_in_flight(env: dict[str, Any]) -> int | None:
 def _split(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
     workers = _deployments(manifests, "worker")
     webs = _deployments(manifests, "web")
+    dashboards = _deployments(manifests, "dashboard")
     if spec.web is not None and not webs:
         yield Finding("KS004", "Deployment/?", "the spec has a web tier but there is no web Deployment")
     for m in workers:
@@ -167,10 +168,44 @@ def _split(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
             yield Finding("KS004", _ref(m), "one Deployment runs both web and worker")
     for service in (m for m in manifests if m.get("kind") == "Service"):
         selector = service.get("spec", {}).get("selector", {}) or {}
-        if selector.get(COMPONENT_LABEL) == "worker" or (
-            selector and any(selector.items() <= _template_labels(w).items() for w in workers)
-        ):
+        if selector.get(COMPONENT_LABEL) == "worker" or _selects(selector, workers):
             yield Finding("KS004", _ref(service), "selects worker pods: workers take no traffic")
+        if selector.get(COMPONENT_LABEL) == "dashboard" or _selects(selector, dashboards):
+            yield from _dashboard_exposure(spec, service, _selects(selector, webs))
+
+
+def _selects(selector: dict[str, Any], deployments: list[Manifest]) -> bool:
+    """Whether a Service selector matches the pods of any of these Deployments."""
+    return bool(selector) and any(selector.items() <= _template_labels(d).items() for d in deployments)
+
+
+def _dashboard_exposure(spec: WorkloadSpec, service: Manifest, selects_web: bool) -> Iterator[Finding]:
+    """The dashboard is internal: only its own ClusterIP Service, on its own port, may reach its pods."""
+    body = service.get("spec", {}) or {}
+    web_port = spec.web.port if spec.web is not None else None
+    ports = body.get("ports", []) or []
+    if selects_web:
+        yield Finding(
+            "KS004",
+            _ref(service),
+            "selects both web and dashboard pods: the public web Service would serve the dashboard",
+        )
+    if web_port is not None and any(web_port in (p.get("port"), p.get("targetPort")) for p in ports):
+        yield Finding(
+            "KS004",
+            _ref(service),
+            f"exposes the dashboard pods on the web port {web_port}: the dashboard has its own, internal port "
+            f"({spec.dashboard.port}) and Service",
+        )
+    kind = body.get("type", "ClusterIP")
+    external = ", externalIPs" if body.get("externalIPs") else ""
+    if kind != "ClusterIP" or external:
+        yield Finding(
+            "KS004",
+            _ref(service),
+            f"exposes the dashboard outside the cluster (type {kind}{external}): keep it ClusterIP and reach it "
+            "with kubectl port-forward or through an auth proxy (dashboard.allowed_from)",
+        )
 
 
 def _template_labels(m: Manifest) -> dict[str, Any]:

@@ -47,6 +47,7 @@ import pulumi_random
 from killsafe import contract
 from killsafe.budget import shutdown_budget, web_budget
 from killsafe.kubernetes import build, credentials, labels
+from killsafe.kubernetes.dashboard import dashboard_name
 from killsafe.kubernetes.redis import holds_queue_data
 from killsafe.kubernetes.web import web_name
 from killsafe.kubernetes.worker import worker_name
@@ -184,6 +185,8 @@ class KubernetesWorkload(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     worker_deployment_name: pulumi.Output[str]
     web_service_name: pulumi.Output[str | None]
+    dashboard_service_name: pulumi.Output[str | None]
+    """The job dashboard's ClusterIP Service (`kubectl port-forward svc/<it> 8090`), None when it is off."""
     redis_secret_name: pulumi.Output[str]
     shutdown_budget: dict[str, Any]
     resources: dict[tuple[str, str], pulumi.CustomResource]
@@ -230,6 +233,9 @@ class KubernetesWorkload(pulumi.ComponentResource):
         self.web_service_name = (
             self._created("Service", web_name(spec)) if spec.web is not None else pulumi.Output.from_input(None)
         )
+        self.dashboard_service_name = (
+            self._created("Service", dashboard_name(spec)) if spec.dashboard.enabled else pulumi.Output.from_input(None)
+        )
         secret = build.redis_secret_name(spec)
         generated = ("Secret", secret) in self.resources
         self.redis_secret_name = self._created("Secret", secret) if generated else pulumi.Output.from_input(secret)
@@ -244,6 +250,7 @@ class KubernetesWorkload(pulumi.ComponentResource):
                 "namespace": self.namespace,
                 "worker_deployment_name": self.worker_deployment_name,
                 "web_service_name": self.web_service_name,
+                "dashboard_service_name": self.dashboard_service_name,
                 "redis_secret_name": self.redis_secret_name,
                 "shutdown_budget": self.shutdown_budget,
             }

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from killsafe.kubernetes.suppressions import suppressions
 from killsafe.spec import WorkloadSpec
 
-Component = Literal["web", "worker", "redis"]
+Component = Literal["web", "worker", "redis", "dashboard"]
 
 NAME = "app.kubernetes.io/name"
 INSTANCE = "app.kubernetes.io/instance"

@@ -3,8 +3,10 @@
     web     <- `kubernetes.web_ingress_from` on the web port      -> DNS, Redis, `egress` rules for web
     worker  <- `kubernetes.monitoring_namespace` on the health port -> DNS, Redis, `egress` rules for worker
               (Prometheus scrapes /metrics from there; workers serve nothing else)
-    redis   <- this workload's web and worker pods on 6379 (and, when enabled, the KEDA operator's
-              namespace and the redis_exporter: `redis_access.py`);  -> nothing
+    dashboard <- `dashboard.allowed_from` on the dashboard port (nobody when empty: port-forward only)
+              -> DNS, Redis
+    redis   <- this workload's web, worker (and dashboard) pods on 6379 (and, when enabled, the KEDA
+              operator's namespace and the redis_exporter: `redis_access.py`);  -> nothing
 
 Kubelet probes need no rule: NetworkPolicy always allows traffic between a pod and the node it runs
 on (Kubernetes documents this for every conforming plugin), and the kubelet probes from that node.
@@ -145,11 +147,31 @@ def worker_policy(spec: WorkloadSpec) -> dict[str, Any]:
     )
 
 
+def dashboard_policy(spec: WorkloadSpec) -> dict[str, Any]:
+    """The dashboard port from `dashboard.allowed_from` only: address blocks (e.g. a VPN's) and whole
+    namespaces (e.g. oauth2-proxy's). Nothing listed: no ingress rule, so only `kubectl port-forward`
+    (the pod's loopback) reaches it. It dials DNS and Redis, nothing else."""
+    access = spec.dashboard.allowed_from
+    sources = [
+        *ip_blocks(access.cidrs, []),
+        *({"namespaceSelector": namespace_selector(namespace)} for namespace in access.kubernetes_namespaces),
+    ]
+    ingress = [{"from": sources, "ports": [_port(spec.dashboard.port)]}] if sources else []
+    return _policy(
+        spec,
+        f"{spec.name}-dashboard",
+        {"matchLabels": selector_labels(spec, "dashboard")},
+        ingress=ingress,
+        egress=[dns_egress(spec), redis_egress(spec)],
+    )
+
+
 def redis_policy(spec: WorkloadSpec) -> dict[str, Any]:
-    """Only this workload's own web and worker pods reach Redis; Redis itself dials nothing."""
+    """Only this workload's own web, worker and dashboard pods reach Redis; Redis itself dials nothing."""
+    components = ["web", "worker", *(["dashboard"] if spec.dashboard.enabled else [])]
     clients = {
         "matchLabels": {NAME: spec.name, INSTANCE: spec.name},
-        "matchExpressions": [{"key": COMPONENT, "operator": "In", "values": ["web", "worker"]}],
+        "matchExpressions": [{"key": COMPONENT, "operator": "In", "values": components}],
     }
     return _policy(
         spec,
@@ -168,6 +190,8 @@ def network_policies(spec: WorkloadSpec) -> list[dict[str, Any]]:
     if spec.web is not None:
         policies.append(web_policy(spec, spec.web.port))
     policies.append(worker_policy(spec))
+    if spec.dashboard.enabled:
+        policies.append(dashboard_policy(spec))
     if spec.redis.mode == "in-cluster":
         policies.append(redis_policy(spec))
     return policies

@@ -76,10 +76,14 @@ def tmp_mount() -> dict[str, Any]:
     return {"name": TMP_VOLUME, "mountPath": "/tmp"}
 
 
-def secret_volume(secret_name: str, key: str, file_name: str) -> dict[str, Any]:
-    """One key of a Secret as one read-only file: a pod sees only the credential it needs."""
+def secret_volume(secret_name: str, key: str, file_name: str, volume: str = REDIS_CREDENTIALS_VOLUME) -> dict[str, Any]:
+    """One key of a Secret as one read-only file: a pod sees only the credential it needs.
+
+    Mounted as a directory (never `subPath`), so the kubelet updates the file in place when the
+    Secret changes: processes that re-read it (the Redis URL, the dashboard's users) need no restart.
+    """
     return {
-        "name": REDIS_CREDENTIALS_VOLUME,
+        "name": volume,
         "secret": {
             "secretName": secret_name,
             "items": [{"key": key, "path": file_name}],
@@ -89,8 +93,8 @@ def secret_volume(secret_name: str, key: str, file_name: str) -> dict[str, Any]:
     }
 
 
-def secret_mount() -> dict[str, Any]:
-    return {"name": REDIS_CREDENTIALS_VOLUME, "mountPath": contract.SECRETS_MOUNT_DIR, "readOnly": True}
+def secret_mount(volume: str = REDIS_CREDENTIALS_VOLUME, mount_dir: str = contract.SECRETS_MOUNT_DIR) -> dict[str, Any]:
+    return {"name": volume, "mountPath": mount_dir, "readOnly": True}
 
 
 def pod_spec_base(service_account: str, grace_seconds: int, priority_class: str | None) -> dict[str, Any]:

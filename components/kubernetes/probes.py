@@ -91,16 +91,19 @@ def http_probe(port: int, path: str, period: int, timeout: int, failures: int) -
     }
 
 
-def startup_window_seconds(cpu_millicores: int) -> int:
-    """STARTUP_CPU_SECONDS stretched by the CPU limit (CFS throttling), never under the minimum."""
-    throttled = STARTUP_CPU_SECONDS * 1000 / cpu_millicores
+def startup_window_seconds(cpu_millicores: int, cpu_seconds: float = STARTUP_CPU_SECONDS) -> int:
+    """`cpu_seconds` of start-up stretched by the CPU limit (CFS throttling), never under the minimum."""
+    throttled = cpu_seconds * 1000 / cpu_millicores
     return max(STARTUP_MIN_WINDOW_SECONDS, math.ceil(throttled))
 
 
-def probe_set(port: int, cpu_millicores: int, lock_duration_seconds: int = 0) -> ProbeSet:
-    """The probes of a container listening on `port`; `lock_duration_seconds` for a worker."""
+def probe_set(
+    port: int, cpu_millicores: int, lock_duration_seconds: int = 0, startup_cpu_seconds: float = STARTUP_CPU_SECONDS
+) -> ProbeSet:
+    """The probes of a container listening on `port`; `lock_duration_seconds` for a worker, and the
+    CPU time its process needs to start when that is not STARTUP_CPU_SECONDS (the dashboard)."""
     return ProbeSet(
         port=port,
-        startup_window_seconds=startup_window_seconds(cpu_millicores),
+        startup_window_seconds=startup_window_seconds(cpu_millicores, startup_cpu_seconds),
         liveness_window_seconds=max(LIVENESS_MIN_WINDOW_SECONDS, lock_duration_seconds),
     )

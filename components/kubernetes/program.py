@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 
 from killsafe.kubernetes import build
 from killsafe.kubernetes.component import KubernetesWorkload
+from killsafe.kubernetes.dashboard import dashboard_prerequisites
 from killsafe.spec import StackConfig
 
 RENDER_PROVIDER_NAME = "render-yaml"
@@ -28,6 +29,9 @@ def deploy(stack: StackConfig) -> KubernetesWorkload:
         opts = pulumi.ResourceOptions(provider=provider)
         pulumi.export("rendered_yaml_directory", stack.render_yaml_to_directory)
         pulumi.export("prerequisites", build.prerequisites(spec))
+    elif dashboard_prerequisites(spec):
+        # The dashboard's users are the one credential killsafe never creates, even on a cluster.
+        pulumi.export("prerequisites", dashboard_prerequisites(spec))
     # Rendering touches no cluster: there is no data to protect, and a protected child would only make
     # `pulumi destroy` of the rendered files fail.
     workload = KubernetesWorkload(
@@ -36,6 +40,7 @@ def deploy(stack: StackConfig) -> KubernetesWorkload:
     pulumi.export("namespace", workload.namespace)
     pulumi.export("worker_deployment", workload.worker_deployment_name)
     pulumi.export("web_service", workload.web_service_name)
+    pulumi.export("dashboard_service", workload.dashboard_service_name)
     pulumi.export("redis_secret", workload.redis_secret_name)
     pulumi.export("shutdown_budget", workload.shutdown_budget)
     return workload

@@ -14,10 +14,8 @@ from typing import Any
 
 from killsafe.app_env import web_tier
 from killsafe.budget import web_budget
-from killsafe.kubernetes import pods
 from killsafe.kubernetes.app_env import web_env
-from killsafe.kubernetes.app_pods import app_container, app_deployment
-from killsafe.kubernetes.labels import object_meta, selector_labels, workload_labels
+from killsafe.kubernetes.app_pods import app_container, app_deployment, app_service
 from killsafe.kubernetes.probes import probe_set
 from killsafe.spec import WorkloadSpec
 
@@ -58,15 +56,4 @@ def web_deployment(spec: WorkloadSpec, service_account: str) -> dict[str, Any]:
 
 
 def web_service(spec: WorkloadSpec) -> dict[str, Any]:
-    web = web_tier(spec)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": object_meta(web_name(spec), spec.kubernetes.namespace, workload_labels(spec, "web", spec.image)),
-        "spec": {
-            "type": "ClusterIP",
-            **pods.DUAL_STACK,
-            "selector": selector_labels(spec, "web"),
-            "ports": [{"name": HTTP_PORT_NAME, "port": web.port, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"}],
-        },
-    }
+    return app_service(spec, "web", name=web_name(spec), port_name=HTTP_PORT_NAME, port=web_tier(spec).port)

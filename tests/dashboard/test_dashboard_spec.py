@@ -148,7 +148,7 @@ def test_the_readme_example_is_a_valid_dashboard_block() -> None:
 
     readme = (REPO / "README.md").read_text()
     section = readme.split("## The job dashboard\n", 1)[1].split("\n## ", 1)[0]
-    [block] = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    block = re.findall(r"```yaml\n(.*?)```", section, re.S)[0]  # the next one: tests/kubernetes/test_k8s_dashboard.py
     workload = spec(yaml.safe_load(textwrap.dedent(block))["dashboard"])
     assert workload.dashboard.enabled and workload.dashboard.never_auto_retry == ["charge"]
     assert workload.dashboard.allowed_from.kubernetes_namespaces == ["oauth2-proxy"]

@@ -175,7 +175,9 @@ def test_config_runs_as_numeric_non_root_with_exec_form_commands_and_healthcheck
     assert config["Cmd"] == ["killsafe-worker"]
     assert config["Healthcheck"]["Test"][:3] == ["CMD", "killsafe-worker", "healthcheck"]  # exec form, no shell
     assert config["StopSignal"] == contract.STOP_SIGNAL
-    assert {f"{contract.HEALTH_PORT}/tcp", f"{contract.WEB_PORT}/tcp"} <= set(config["ExposedPorts"])
+    ports = (contract.HEALTH_PORT, contract.WEB_PORT, contract.DASHBOARD_PORT)
+    assert {f"{port}/tcp" for port in ports} <= set(config["ExposedPorts"])
+    assert contract.DASHBOARD_COMMAND in config["Labels"]["org.opencontainers.image.description"]
     size = int(podman.run("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
     layers = podman.run("history", "--format", "{{.Size}}\t{{.CreatedBy}}", IMAGE).stdout
     print(f"\nimage {IMAGE}: {size / 1e6:.1f} MB (Debian python3 base + worker venv)\n{layers}")
@@ -319,6 +321,38 @@ def test_web_command_from_the_same_image_enqueues_a_job(
         body = json.loads(response.read())
     assert body["id"] == "image-web-1"
     assert _job_state(redis_server.url, "image-web-1") == "waiting"
+    healthcheck = podman.run("healthcheck", "run", name, check=False)
+    assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr + podman.logs(name)
+    podman.run("stop", "--time", "30", name, timeout=60)
+    assert podman.exit_code(name) == 0, podman.logs(name)
+
+
+def test_dashboard_command_from_the_same_image_serves_behind_auth(
+    podman: Podman, container: Callable[..., str], redis_server: RedisServer
+) -> None:
+    """`killsafe-dashboard` as the Kubernetes Deployment runs it (args after dumb-init, read-only, UID
+    10001): probes answer unauthenticated, pages do not, and the image's HEALTHCHECK covers it too."""
+    port = free_port()
+    env = {
+        contract.ENV_REDIS_URL: redis_server.url,
+        contract.ENV_QUEUES: QUEUE,
+        contract.ENV_DASHBOARD_PORT: str(port),
+        contract.ENV_DASHBOARD_AUTH: "trusted-header",
+        contract.ENV_DASHBOARD_USER_HEADER: "X-Forwarded-User",
+        contract.ENV_HEALTH_PORT: str(port),  # the image's HEALTHCHECK then probes the dashboard's /livez
+    }
+    name = container(contract.DASHBOARD_COMMAND, env=env)
+    base = f"http://127.0.0.1:{port}"
+    _wait_until(
+        lambda: _http_status(base + contract.READY_PATH) == 200,
+        "the dashboard's readiness",
+        diagnostics=lambda: podman.logs(name),
+    )
+    assert _http_status(base + contract.LIVE_PATH) == 200
+    assert _http_status(base + "/") == 401, "no identity header: refused"
+    request = urllib.request.Request(base + "/", headers={"X-Forwarded-User": "alice"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and QUEUE in response.read().decode()
     healthcheck = podman.run("healthcheck", "run", name, check=False)
     assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr + podman.logs(name)
     podman.run("stop", "--time", "30", name, timeout=60)

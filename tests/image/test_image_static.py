@@ -99,3 +99,17 @@ def test_checkov_is_clean_and_every_skip_is_justified() -> None:
     for skipped in report["results"]["skipped_checks"]:
         reason = skipped["check_result"].get("suppress_comment", "")
         assert len(reason.strip()) > 10, f"unjustified skip: {skipped['check_id']}"
+
+
+def test_the_recipe_exposes_and_names_every_command_and_port() -> None:
+    """One image, three commands: EXPOSE lists each one's port and the description names each command."""
+    from killsafe_worker import contract
+
+    text = DOCKERFILE.read_text()
+    (expose,) = [line for line in text.splitlines() if line.startswith("EXPOSE ")]
+    assert set(expose.split()[1:]) == {
+        str(p) for p in (contract.HEALTH_PORT, contract.WEB_PORT, contract.DASHBOARD_PORT)
+    }
+    (description,) = [line for line in text.splitlines() if "org.opencontainers.image.description=" in line]
+    for command in ("killsafe-web", contract.DASHBOARD_COMMAND):
+        assert command in description, description

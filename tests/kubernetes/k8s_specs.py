@@ -25,6 +25,28 @@ BASE: dict[str, Any] = {
 }
 
 
+BASIC_DASHBOARD: dict[str, Any] = {
+    "enabled": True,
+    "auth": {"mode": "basic", "credentials_secret": {"name": "emails-dashboard-users", "key": "users.txt"}},
+}
+PROXIED_DASHBOARD: dict[str, Any] = {
+    "enabled": True,
+    "port": 9000,
+    "auth": {
+        "mode": "trusted-header",
+        "user_header": "X-Forwarded-User",
+        "groups_header": "X-Forwarded-Groups",
+        "operators": ["group:sre"],
+        "trusted_proxies": ["10.244.0.0/16", "fd00:10:244::/56"],
+    },
+    "allowed_from": {"kubernetes_namespaces": ["oauth2-proxy"], "cidrs": ["10.8.0.0/16", "fd00:8::/64"]},
+    "never_auto_retry": ["charge"],
+    "memory_mib": 320,
+    "cpu_millicores": 50,
+}
+"""The dashboard shapes the stacks do not cover (dev has basic auth with nobody allowed in)."""
+
+
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
@@ -64,6 +86,7 @@ def variants() -> dict[str, WorkloadSpec]:
             ],
             "dns": {"cidrs": ["169.254.20.10/32"]},
         },
+        dashboard=PROXIED_DASHBOARD,
     )
     specs["older-cluster"] = make_spec(web={"prestop_seconds": 0}, kubernetes={"min_version": "1.27"})
     specs["worker-only-default-namespace"] = make_spec(
@@ -81,6 +104,7 @@ def variants() -> dict[str, WorkloadSpec]:
             "prometheus_operator": False,
             "grafana_dashboard": False,
         },
+        dashboard=BASIC_DASHBOARD,
     )
     return specs
 

@@ -18,6 +18,7 @@ from pulumi.runtime import rpc
 from killsafe import contract
 from killsafe.kubernetes import build, credentials, labels
 from killsafe.kubernetes.component import KubernetesWorkload
+from tests.kubernetes.k8s_specs import variants
 from tests.kubernetes.test_component import (
     MOCK_PASSWORD,
     RANDOM_PASSWORD_TYPE,
@@ -36,9 +37,14 @@ def object_key(manifest: dict[str, Any]) -> ObjectKey:
     return (str(manifest["kind"]), str(metadata.get("namespace", "")), str(metadata["name"]))
 
 
-@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+PARITY_VARIANTS = ("external-redis", "opt-outs")
+"""Variants beyond the stacks: the dashboard with trusted-header auth and allowed_from (external Redis),
+and with basic auth under every opt-out."""
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod", *PARITY_VARIANTS])
 def test_created_objects_are_exactly_the_built_manifests(stack: str) -> None:
-    spec = stack_spec(stack)
+    spec = variants()[stack] if stack in PARITY_VARIANTS else stack_spec(stack)
     manifests = build.build_manifests(spec)
     run = run_under_mocks(lambda: KubernetesWorkload(spec.name, spec))
     assert run.error is None
@@ -71,6 +77,8 @@ def test_created_objects_are_exactly_the_built_manifests(stack: str) -> None:
         readers = {f"{spec.name}-web", f"{spec.name}-worker", f"{spec.name}-redis"}
         if spec.redis.exporter.enabled:
             readers.add(f"{spec.name}-redis-exporter")
+        if spec.dashboard.enabled:
+            readers.add(f"{spec.name}-dashboard")
         assert rolled_by_credentials == readers
 
     passwords = run.monitor.of_type(RANDOM_PASSWORD_TYPE)

@@ -228,9 +228,11 @@ def test_order_is_dependencies_first_and_output_is_deterministic() -> None:
         "Service",
         "Service",
         "Service",
+        "Service",  # the dashboard's
         "StatefulSet",
         "Deployment",
         "Deployment",
+        "Deployment",  # the dashboard's (one replica: no PodDisruptionBudget)
         "PodDisruptionBudget",
         "PodDisruptionBudget",
         "PodDisruptionBudget",
@@ -238,6 +240,7 @@ def test_order_is_dependencies_first_and_output_is_deterministic() -> None:
         "NetworkPolicy",
         "NetworkPolicy",
         "NetworkPolicy",
+        "NetworkPolicy",  # the dashboard's
         "PodMonitor",
         "PrometheusRule",
         "ConfigMap",

@@ -76,7 +76,19 @@ def test_in_cluster_prerequisites_create_a_matching_password_and_url(tmp_path: P
     steps = prerequisites(spec)
     assert not re.search(r"[0-9a-f]{32}", " ".join(steps)), "no literal password in the instructions"
     assert "--from-literal" not in " ".join(steps)
+    users = "alice:operator:$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA\n"
+    (tmp_path / "dashboard-users").write_text(users)  # dev's dashboard: the users file the user wrote
     calls = _run_commands(steps, tmp_path)
+    assert calls[3]["argv"] == [
+        "-n",
+        "emails-dev",
+        "create",
+        "secret",
+        "generic",
+        "emails-dashboard-users",
+        "--from-file=credentials=./dashboard-users",
+    ]
+    assert calls[3]["files"]["credentials"]["content"] == users
     # the two sides of a pipeline run concurrently: their record order is not defined
     assert sorted(c["argv"] for c in calls[:2]) == [
         ["apply", "-f", "-"],
@@ -92,6 +104,7 @@ def test_in_cluster_prerequisites_create_a_matching_password_and_url(tmp_path: P
     assert url == redis_in_cluster_url_template(spec).format(password=password)
     _no_credential_outside_files(create, password, url)
     (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "dashboard-users").write_text(users)
     again = _run_commands(steps, tmp_path / "again")
     assert again[2]["files"][contract.REDIS_PASSWORD_SECRET_KEY]["content"] != password  # fresh every time
 

@@ -39,6 +39,7 @@ from redis.typing import EncodableT, FieldT
 
 from killsafe_worker import contract
 from killsafe_worker.config import SettingsError, key_prefix_from_env, queues_from_env, redis_url_from_env
+from killsafe_worker.redis_auth import UrlFileCredentials, authenticate_with
 
 EXIT_OK: Final = contract.EXIT_OK
 EXIT_NOTHING_DONE: Final = 1
@@ -241,16 +242,22 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
-def redis_client(url: str) -> aredis.Redis:
+def redis_client(url: str, url_file: str | None = None) -> aredis.Redis:
     """A client that gives up in seconds, not bullmq's default minutes, when Redis is unreachable.
-    (A one-shot command: the URL file is read once, at start.)"""
-    return aredis.Redis.from_url(
+
+    With `url_file` (REDIS_URL_FILE) its credentials follow the file at every reconnect, as the worker's
+    and the web app's do (redis_auth): the long-running dashboard picks up a rotated password by itself.
+    """
+    client = aredis.Redis.from_url(
         url,
         decode_responses=True,  # bullmq expects str replies
         socket_connect_timeout=5.0,
         socket_timeout=15.0,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 3),
     )
+    if url_file is not None:
+        authenticate_with(client, UrlFileCredentials(url, url_file))
+    return client
 
 
 async def _failed_jobs(queue: Queue, client: aredis.Redis, limit: int | None = None) -> list[DeadJob]:
@@ -530,7 +537,7 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             return await list_failed(queue, client, args.limit, args.json)
         if args.command == "show":
             return await show(queue, client, args.job_id, args.json)
-        operator = Operator(by=args.by, reason=args.reason, os_user=_os_user(), host=socket.gethostname())
+        operator = Operator(by=args.by, reason=args.reason, os_user=os_user(), host=socket.gethostname())
         never = never_auto_retry_from_env(environ)
         if args.command == "retry":
             return await retry_one(
@@ -548,7 +555,8 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         await client.aclose()
 
 
-def _os_user() -> str:
+def os_user() -> str:
+    """The operating-system user running the retry, for the audit record (the dashboard's too)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry for the uid (common in containers)

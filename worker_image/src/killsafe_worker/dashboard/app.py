@@ -232,7 +232,7 @@ def _operator(identity: Identity, reason: str) -> dlq.Operator:
     return dlq.Operator(
         by=identity.name,
         reason=reason,
-        os_user=dlq._os_user(),
+        os_user=dlq.os_user(),
         host=socket.gethostname(),
         authenticated=identity.via,
     )
@@ -495,7 +495,7 @@ def create_app(settings: DashboardSettings, authenticator: Authenticator | None 
     app[AUTH] = authenticator if authenticator is not None else authenticator_for(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        client = dlq.redis_client(settings.redis_url)
+        client = dlq.redis_client(settings.redis_url, settings.redis_url_file)
         queues = {name: Queue(name, {"connection": client, "prefix": settings.key_prefix}) for name in settings.queues}
         app[STATE] = DashboardState(
             settings=settings,

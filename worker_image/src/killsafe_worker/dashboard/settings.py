@@ -15,20 +15,23 @@ from killsafe_worker import contract
 from killsafe_worker.config import (
     SettingsError,
     env_int,
+    key_prefix_from_env,
     log_level_from_env,
     queues_from_env,
+    redis_url_file_from_env,
     redis_url_from_env,
 )
 from killsafe_worker.dlq import never_auto_retry_from_env
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_KEY_PREFIX = re.compile(contract.KEY_PREFIX_PATTERN)
 
 
 @dataclass(frozen=True)
 class DashboardSettings:
     redis_url: str
+    redis_url_file: str | None
+    """Where redis_url came from, if a file: its credentials are read again at every reconnect."""
     queues: tuple[str, ...]
     key_prefix: str
     port: int
@@ -44,15 +47,6 @@ class DashboardSettings:
     retries_per_minute: int
     never_auto_retry: frozenset[str]
     log_level: str
-
-
-def key_prefix_from_env(environ: Mapping[str, str]) -> str:
-    raw = environ.get(contract.ENV_KEY_PREFIX, "").strip()
-    if not raw:
-        return contract.DEFAULT_KEY_PREFIX
-    if not _KEY_PREFIX.match(raw):
-        raise SettingsError(contract.ENV_KEY_PREFIX, raw, f"a BullMQ prefix matching {contract.KEY_PREFIX_PATTERN}")
-    return raw
 
 
 def _csv(environ: Mapping[str, str], name: str) -> list[str]:
@@ -141,6 +135,7 @@ def load_dashboard_settings(environ: Mapping[str, str]) -> DashboardSettings:
         )
     return DashboardSettings(
         redis_url=redis_url_from_env(environ),
+        redis_url_file=redis_url_file_from_env(environ),
         queues=tuple(queues_from_env(environ)),
         key_prefix=key_prefix_from_env(environ),
         port=env_int(environ, contract.ENV_DASHBOARD_PORT, contract.DASHBOARD_PORT, minimum=1, maximum=65_535),
