@@ -200,7 +200,7 @@ def split(objects: list[LintObject]) -> Iterator[Finding]:
 def redis_args(objects: list[LintObject]) -> Iterator[Finding]:
     for task, _ in _tasks(objects):
         for i, c in enumerate(task.containers):
-            found = command_settings(_command(c))
+            found = command_settings(_command(c), roles.is_redis_image(c.get("image")))
             if found:
                 yield from evicting_findings(
                     RedisSettings(task.file, task.ref, f"{task.prefix}containerDefinitions[{i}].command", found)

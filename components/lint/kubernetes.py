@@ -287,7 +287,7 @@ def redis_settings(objects: list[LintObject]) -> Iterator[RedisSettings]:
                     yield RedisSettings(o.file, o.ref, f"{o.prefix}data.{key}", conf_settings(str(text)))
     for w in workloads(objects):
         for path, c in w.containers:
-            found = command_settings(_command(c))
+            found = command_settings(_command(c), roles.is_redis_image(c.get("image")))
             if found:
                 yield RedisSettings(w.obj.file, w.obj.ref, f"{path}.args", found)
 

@@ -28,10 +28,11 @@ def conf_settings(text: str) -> dict[str, str]:
     return settings
 
 
-def command_settings(command: list[object]) -> dict[str, str]:
-    """`redis-server [conf] --maxmemory-policy allkeys-lru --appendonly yes` -> directives (only for redis-server)."""
+def command_settings(command: list[object], redis_image: bool = False) -> dict[str, str]:
+    """`redis-server [conf] --maxmemory-policy allkeys-lru --appendonly yes` -> directives (only for
+    redis-server, or args alone on a Redis image, whose entrypoint runs it)."""
     ws = [str(w) for w in command]
-    if not any("redis-server" in w or "valkey-server" in w for w in words(command)):
+    if not redis_image and not any("redis-server" in w or "valkey-server" in w for w in words(command)):
         return {}
     pieces = [p for w in ws for p in w.split()]
     settings: dict[str, str] = {}

@@ -51,7 +51,11 @@ def words(command: Iterable[object]) -> list[str]:
             pieces = shlex.split(text)
         except ValueError:
             pieces = text.split()
-        found += [p.rsplit("/", 1)[-1].lower() for p in pieces]
+        for piece in pieces:
+            if " " in piece:  # the script of `sh -c "..."`
+                found += words([piece])
+            else:
+                found.append(piece.rsplit("/", 1)[-1].lower())
     return found
 
 

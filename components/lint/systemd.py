@@ -42,7 +42,11 @@ def stop_timeout(objects: list[LintObject]) -> Iterator[Finding]:
     for u, r in services(objects):
         worker = r in ("worker", "web+worker")
         if worker or r == "unknown":
-            key = "TimeoutStopSec" if u.unit.get("Service", "TimeoutStopSec") else "TimeoutSec"
+            key = (
+                "TimeoutSec"
+                if u.unit.get("Service", "TimeoutSec") and not u.unit.get("Service", "TimeoutStopSec")
+                else "TimeoutStopSec"
+            )
             raw = u.unit.get("Service", key)
             budget = declared(
                 [
