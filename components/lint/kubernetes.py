@@ -382,9 +382,9 @@ def redis_exposure(objects: list[LintObject]) -> Iterator[Finding]:
         if o.kind == "NetworkPolicy":
             selected = (spec.get("podSelector") or {}).get("matchLabels") or {}
             for i, rule_ in enumerate(spec.get("ingress") or []):
-                ports = [p.get("port") for p in rule_.get("ports") or [] if isinstance(p, dict)]
+                rule_ports: list[object] = [p.get("port") for p in rule_.get("ports") or [] if isinstance(p, dict)]
                 redis_pods = any(selected.items() <= labels.items() for labels in redis_labels) and bool(selected)
-                if not (redis_pods or contract.REDIS_PORT in ports):
+                if not (redis_pods or contract.REDIS_PORT in rule_ports):
                     continue
                 for j, peer in enumerate(rule_.get("from") or []):
                     cidr = str((peer.get("ipBlock") or {}).get("cidr", ""))
