@@ -113,3 +113,5 @@ def test_killsafes_own_rendered_stacks_lint_clean(tmp_path: Path, stack: str) ->
     kinds = {".yaml", ".json", ".service", ".target", ".env", ".conf"}
     lintable = [p for p in target.rglob("*") if p.suffix in kinds and p.name != "scrape-configs.yml"]
     assert sorted(map(str, lintable)) == sorted(read.files)
+    named = lint(*read.files)  # the same files named one by one
+    assert named.returncode == 0, named.stdout + named.stderr
