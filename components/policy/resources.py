@@ -61,11 +61,16 @@ def objects(resource_type: str, props: Mapping[str, Any], urn: str = "") -> list
     if resource_type in (SECURITY_GROUP, SECURITY_GROUP_RULE, INGRESS_RULE):
         return list(_ingress(resource_type, props, where))
     if resource_type == PARAMETER_GROUP:
-        values = {str(p.get("name")): str(p.get("value")) for p in props.get("parameters") or []}
+        values = {str(p.get("name")): str(p.get("value")) for p in _list(props.get("parameters"))}
         return [RedisSettings(where, f"ParameterGroup/{props.get('name', '?')}", "parameters", values)]
     if resource_type in COMMANDS:
         return list(_command_files(props, where))
     return []
+
+
+def _list(value: object) -> list[Any]:
+    """A list property, or nothing when it is absent or still unknown (a preview's computed value)."""
+    return [v for v in value if isinstance(v, Mapping | str)] if isinstance(value, list) else []
 
 
 def _kubernetes(resource_type: str, props: Mapping[str, Any], where: str) -> Iterator[LintObject]:
@@ -86,7 +91,8 @@ def _task_definition(props: Mapping[str, Any], where: str) -> Iterator[LintObjec
     if not isinstance(containers, list):
         return
     body = {**dict(props), "containerDefinitions": containers}
-    tags = {str(k): str(v) for k, v in (props.get("tags") or {}).items()}
+    raw_tags = props.get("tags")
+    tags = {str(k): str(v) for k, v in raw_tags.items()} if isinstance(raw_tags, Mapping) else {}
     yield TaskDefinition(where, body, tags)
 
 
@@ -104,8 +110,8 @@ def _service(props: Mapping[str, Any], where: str) -> LintObject:
 
 def _ingress(resource_type: str, props: Mapping[str, Any], where: str) -> Iterator[LintObject]:
     if resource_type == SECURITY_GROUP:
-        for i, rule in enumerate(props.get("ingress") or []):
-            cidrs = (*(rule.get("cidrBlocks") or []), *(rule.get("ipv6CidrBlocks") or []))
+        for i, rule in enumerate(_list(props.get("ingress"))):
+            cidrs = (*_list(rule.get("cidrBlocks")), *_list(rule.get("ipv6CidrBlocks")))
             yield Ingress(
                 where,
                 f"SecurityGroup/{props.get('name', '?')}",
@@ -117,7 +123,7 @@ def _ingress(resource_type: str, props: Mapping[str, Any], where: str) -> Iterat
             )
     elif resource_type == SECURITY_GROUP_RULE:
         if props.get("type") == "ingress":
-            cidrs = (*(props.get("cidrBlocks") or []), *(props.get("ipv6CidrBlocks") or []))
+            cidrs = (*_list(props.get("cidrBlocks")), *_list(props.get("ipv6CidrBlocks")))
             yield Ingress(
                 where,
                 "SecurityGroupRule",

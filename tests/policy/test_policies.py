@@ -244,3 +244,11 @@ def test_a_pack_policy_reports_through_pulumi_policy() -> None:
 def test_policy_is_a_plain_function_of_type_and_props() -> None:
     assert isinstance(BY_NAME["killsafe-memory-limits"], Policy)
     assert BY_NAME["killsafe-memory-limits"].check("aws:s3/bucket:Bucket", {"bucket": "x"}) == []
+
+
+def test_values_still_unknown_in_a_preview_are_skipped_not_fatal() -> None:
+    unknown = object()
+    for policy in POLICIES:
+        assert policy.check(ECS_TASK, {"family": "x", "containerDefinitions": unknown, "tags": unknown}) == []
+        assert policy.check("aws:ec2/securityGroup:SecurityGroup", {"ingress": unknown}) == []
+        assert policy.check("aws:elasticache/parameterGroup:ParameterGroup", {"parameters": unknown}) == []
