@@ -112,7 +112,7 @@ BAD = [
     (
         {"systemd.node_exporter_port": 8081},
         "killsafe:workload.worker.replicas: 3 instances get health ports 8080-8083 (one per instance and one "
-        "for the rollout"s surge instance, from worker.health_port), which include systemd.node_exporter_port"
+        "for the rollout's surge instance, from worker.health_port), which include systemd.node_exporter_port"
         " 8081; move one of them",
     ),
     (
@@ -130,13 +130,13 @@ BAD = [
         {"dashboard.allowed_from.cidrs": ["10.0.0.0/8"]},
         "killsafe:workload.dashboard.allowed_from.cidrs: [10.0.0.0/8] is for Kubernetes or ECS; on systemd "
         "the dashboard listens on dashboard.bind only (default 127.0.0.1: reach it through an SSH tunnel or a"
-        " proxy on the host); remove allowed_from and list the host"s addresses in bind, with your firewall "
+        " proxy on the host); remove allowed_from and list the host's addresses in bind, with your firewall "
         "in front",
     ),
     (
         {"dashboard.command": ["bin/dashboard"]},
         "killsafe:workload.dashboard.command[0]: bin/dashboard is a relative path; use a program name (run "
-        "from systemd.venv"s bin/) or an absolute path",
+        "from systemd.venv's bin/) or an absolute path",
     ),
     (
         {"dashboard.bind": ["localhost"]},
