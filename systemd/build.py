@@ -311,8 +311,8 @@ def build_files(spec: WorkloadSpec, source: str) -> list[RenderedFile]:
         )
     if names.dashboard is not None:
         files.append(RenderedFile(root / "units" / names.dashboard, _render("dashboard.service.j2", context)))
-        env = context["dashboard_file_env"]
-        files.append(RenderedFile(root / "env" / "dashboard.env", _render("env.j2", context, tier="dashboard", env=env)))
+        env = _render("env.j2", context, tier="dashboard", env=context["dashboard_file_env"])
+        files.append(RenderedFile(root / "env" / "dashboard.env", env))
     files.append(RenderedFile(root / "install.sh", _render("install.sh.j2", context), mode=0o755))
     readme_header = "<!-- " + header(source).removeprefix("# ").rstrip("\n") + " -->"
     files.append(RenderedFile(root / "README.md", _render("README.md.j2", {**context, "header": readme_header})))

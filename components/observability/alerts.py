@@ -71,8 +71,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class Alert:
-    """One alert, for every emitter. `{queue}`, `{reason}`, `{pod}`, `{name}`, `{instance}` and `{value}` in the texts are
-    placeholders each emitter fills its own way (Prometheus: `{{ $labels.queue }}`)."""
+    """One alert, for every emitter. `{queue}`, `{reason}`, `{pod}`, `{name}`, `{instance}` and `{value}` in
+    the texts are placeholders each emitter fills its own way (Prometheus: `{{ $labels.queue }}`)."""
 
     name: str
     severity: Severity
@@ -444,7 +444,8 @@ def _systemd_unit_alerts(spec: WorkloadSpec, timing: AlertTiming, u: str) -> lis
             summary="Worker unit {name} on {instance} restarted {value} times in " + _last(timing.event_window_seconds),
             description=f"A worker unit was restarted by systemd more than {t.restarts_per_hour} times in "
             f"{_human(timing.event_window_seconds)} (alerts.restarts_per_hour): it crashes, misses its "
-            "watchdog or is OOM-killed at MemoryMax. Each restart interrupts its jobs (they re-run after the lock expires).",
+            "watchdog or is OOM-killed at MemoryMax. Each restart interrupts its jobs (they re-run after the lock "
+            "expires).",
             first_action="`journalctl -u {name}` on the host for the exit status or result (watchdog, oom-kill, "
             "exit-code) and the last lines before it",
             source="node-exporter",

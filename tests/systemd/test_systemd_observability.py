@@ -187,7 +187,7 @@ def test_dashboard_json_is_the_shared_dashboard_over_the_vm_jobs(tmp_path: Path)
     exprs = [target["expr"] for panel in board["panels"] for target in panel.get("targets", [])]
     assert exprs and all("namespace=" not in e and "kube_" not in e for e in exprs)
     assert any('node_systemd_service_restart_total{job="emails-node"' in e for e in exprs)
-    # The same panels as the Kubernetes ConfigMap's dashboard (restarts from node_exporter instead of kube-state-metrics).
+    # The Kubernetes ConfigMap's panels (restarts from node_exporter, not kube-state-metrics; no Redis exporter).
     k8s_map = dashboard_config_map(load_stack("dev", REPO / "stacks").workload)
     k8s = json.loads(next(iter(k8s_map["data"].values())))
     titles = [panel["title"] for panel in board["panels"]]
