@@ -232,6 +232,7 @@ def _context(spec: WorkloadSpec, source: str, comment: str = "#") -> dict[str, A
         "dashboard_users_credential": DASHBOARD_USERS_CREDENTIAL,
         "dashboard_command": where.executable(spec.dashboard.command) if dashboard else None,
         "dashboard_stop_timeout": DASHBOARD_STOP_TIMEOUT_SECONDS,
+        "dashboard_start_timeout": contract.DEFAULT_STARTUP_TIMEOUT_SECONDS + WORKER_START_MARGIN_SECONDS,
         "dashboard_memory_high": spec.dashboard.memory_mib * MEMORY_HIGH_PERCENT // 100,
         "dashboard_cpu_quota": _cpu_quota(spec.dashboard.cpu_millicores),
         "header": header(source, comment).rstrip("\n"),

@@ -476,15 +476,17 @@ def http_status(url: str, *curl: str) -> str:
 
 
 def test_the_dashboard_unit_serves_behind_auth_on_loopback_only(suite: Suite):
-    """Started by the target, on 127.0.0.1 only: 401 without credentials, 200 with the user from the
-    LoadCredential= file, nothing of it on the web port or on the host's other addresses."""
+    """Type=notify: the moment `systemctl restart` returns it answers, on 127.0.0.1 only: 401 without
+    credentials, 200 with the user from the LoadCredential= file, nothing on the web port or the host's
+    other addresses."""
     s, m = suite, suite.machine
     unit, port = f"{NAME}-dashboard.service", s.ports["dashboard"]
     t = time.monotonic()
     m.run("systemctl", "restart", unit)
-    local = f"http://127.0.0.1:{port}/"
-    wait_for(lambda: http_status(local) == "401", 60, "the dashboard answering on 127.0.0.1")
     took = time.monotonic() - t
+    local = f"http://127.0.0.1:{port}/"
+    assert http_status(local) == "401"
+    assert m.prop(unit, "StatusText").startswith("listening on port"), m.prop(unit, "StatusText")
     assert http_status(local, "-u", f"alice:{DASHBOARD_PASSWORD}") == "200"
     assert http_status(local, "-u", "alice:wrong-password-123") == "401"
     assert m.prop(NAME + ".target", "Wants").count(unit) == 1
@@ -500,5 +502,5 @@ def test_the_dashboard_unit_serves_behind_auth_on_loopback_only(suite: Suite):
     s.case(
         "dashboard: 401 without auth, on 127.0.0.1 only, not on the web port",
         took,
-        f"(restart -> first 401; refused on {', '.join(others) or 'no other address'})",
+        f"(restart returned after READY=1; refused on {', '.join(others) or 'no other address'})",
     )

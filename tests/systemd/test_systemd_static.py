@@ -184,3 +184,30 @@ def test_acceptance_render_vm_then_verify_and_security(tmp_path: Path):
             stack, units, "systemd-analyze", "security", "--offline=true", "--threshold=20", name
         )
         assert security.returncode == 0, security.stdout  # --threshold is on a 0-100 scale: 20 = exposure 2.0
+
+
+def test_the_dashboard_unit_is_internal_notify_and_reads_its_users_as_a_credential():
+    stack = config(STACKS["vm"])
+    files = {f.path.name: f.content for f in build_files(stack.workload, "stacks/Pulumi.vm.yaml")}
+    dashboard = parse_unit(files["emails-dashboard.service"])
+    service = dashboard.sections["Service"]
+    assert service["Type"] == ["notify"] and service["NotifyAccess"] == ["main"]
+    assert service["LoadCredential"] == [
+        "redis-url:/etc/emails/credentials/redis-url",
+        "dashboard-users:/etc/emails/dashboard-users",
+    ]
+    assert service["Environment"] == [
+        "REDIS_URL_FILE=%d/redis-url",
+        "KILLSAFE_DASHBOARD_CREDENTIALS_FILE=%d/dashboard-users",
+    ]
+    assert service["MemoryMax"] == ["256M"] and service["KillMode"] == ["mixed"]
+    assert dashboard.sections["Unit"]["PartOf"] == ["emails.target"]
+    assert "emails-dashboard.service" in parse_unit(files["emails.target"]).sections["Unit"]["Wants"][0].split()
+    assert 'KILLSAFE_DASHBOARD_BIND="127.0.0.1"' in files["dashboard.env"]  # loopback, IPv4 only, by default
+    assert 'KILLSAFE_DASHBOARD_PORT="8090"' in files["dashboard.env"]
+    assert "systemctl restart emails-dashboard.service" in files["install.sh"]
+    given = config(variant()).workload.model_copy(
+        update={"dashboard": stack.workload.dashboard.model_copy(update={"bind": ["10.0.1.12", "::1"]})}
+    )
+    env = {f.path.name: f.content for f in build_files(given, "s")}["dashboard.env"]
+    assert 'KILLSAFE_DASHBOARD_BIND="10.0.1.12,::1"' in env
