@@ -169,6 +169,7 @@ HAND_EDITS = [
     ("units/emails-worker@.service", "KillMode=mixed\n", "", "KS001 emails-worker@.service: KillMode=control-group"),
     ("units/emails-worker@.service", "WatchdogSec=30\n", "", "KS002 emails-worker@.service: no WatchdogSec="),
     ("units/emails-web.service", "MemoryMax=256M\n", "", "KS003 emails-web.service: no MemoryMax"),
+    ("units/emails-dashboard.service", "CPUQuota=10%\n", "", "KS003 emails-dashboard.service: no CPUQuota"),
     ("units/emails-redis.service", "ProtectSystem=strict\n", "", "KS005 emails-redis.service: ProtectSystem=(unset)"),
     ("units/emails-web.service", "DynamicUser=yes\n", "", "KS005 emails-web.service: runs as root"),
     ("units/emails-dashboard.service", "DynamicUser=yes\n", "", "KS005 emails-dashboard.service: runs as root"),
@@ -177,6 +178,12 @@ HAND_EDITS = [
         'KILLSAFE_QUEUES="emails"',
         'KILLSAFE_QUEUES="emails"\nREDIS_PASSWORD="hunter2"',
         "KS006 worker.env: sets REDIS_PASSWORD in plain text",
+    ),
+    (
+        "units/emails-dashboard.service",
+        "LoadCredential=dashboard-users:/etc/emails/dashboard-users\n",
+        'Environment="KILLSAFE_DASHBOARD_CREDENTIALS=alice:operator:$$argon2id$$..."\n',
+        "KS006 emails-dashboard.service: sets KILLSAFE_DASHBOARD_CREDENTIALS in plain text",
     ),
     (
         "redis/redis.conf",
