@@ -174,6 +174,33 @@ def _split(spec: WorkloadSpec, requests: list[AwsRequest]) -> Iterator[Finding]:
             yield Finding("KS004", _ref(service), "routes traffic to workers: workers take no traffic")
         if service.params.get("taskDefinition") in {s.params.get("taskDefinition") for s in webs}:
             yield Finding("KS004", _ref(service), "runs the web tier's task definition")
+    yield from _dashboard_exposure(requests, webs)
+
+
+def _dashboard_exposure(requests: list[AwsRequest], webs: list[AwsRequest]) -> Iterator[Finding]:
+    """The dashboard is internal: never in the ALB's target group, never behind the web tier's security group."""
+    web_groups = {str(g) for s in webs for g in _security_groups(s)}
+    web_tasks = {str(s.params.get("taskDefinition")) for s in webs}
+    for service in _services(requests, "dashboard"):
+        if service.params.get("loadBalancers"):
+            yield Finding(
+                "KS004", _ref(service), "puts the dashboard behind a load balancer: the ALB is the public web entry"
+            )
+        if str(service.params.get("taskDefinition")) in web_tasks:
+            yield Finding("KS004", _ref(service), "runs the web tier's task definition: the web port would serve it")
+        shared = sorted(web_groups & {str(g) for g in _security_groups(service)})
+        if shared:
+            yield Finding(
+                "KS004",
+                _ref(service),
+                f"shares the web tier's security group {', '.join(shared)}: whatever reaches the web reaches the "
+                "dashboard; give it its own group",
+            )
+
+
+def _security_groups(service: AwsRequest) -> list[object]:
+    config = service.params.get("networkConfiguration") or {}
+    return list((config.get("awsvpcConfiguration") or {}).get("securityGroups") or [])
 
 
 @RULES.rule("KS005")

@@ -83,6 +83,22 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[AwsRequest]], Any]]] = {
             loadBalancers=[{"targetGroupArn": "x", "containerName": "worker"}]
         ),
     ),
+    "dashboard behind the alb": (
+        "KS004",
+        lambda rs: _one(rs, "dashboard-service").update(
+            loadBalancers=[{"targetGroupArn": "x", "containerName": "dashboard"}]
+        ),
+    ),
+    "dashboard runs the web task": (
+        "KS004",
+        lambda rs: _one(rs, "dashboard-service").update(taskDefinition=_one(rs, "web-service")["taskDefinition"]),
+    ),
+    "dashboard in the web security group": (
+        "KS004",
+        lambda rs: _one(rs, "dashboard-service")["networkConfiguration"]["awsvpcConfiguration"].update(
+            securityGroups=_one(rs, "web-service")["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"]
+        ),
+    ),
     "root user": ("KS005", lambda rs: _set_worker(rs, user="0")),
     "writable root fs": ("KS005", lambda rs: _set_worker(rs, readonlyRootFilesystem=False)),
     "public ip": (
