@@ -417,7 +417,8 @@ class AlertsSpec(Strict):
         default=3,
         ge=1,
         le=1000,
-        description="WorkerRestarting (Kubernetes): a worker container restarted more often than this in an hour",
+        description="WorkerRestarting (Kubernetes; systemd with systemd.node_exporter_port): a worker container or "
+        "unit restarted more often than this in an hour",
     )
     redis_memory_percent: int = Field(
         default=80, ge=10, le=99, description="RedisMemoryHigh: Redis uses more than this share of maxmemory"
