@@ -4,13 +4,18 @@
 - `promtool test rules` on that file (annotations dropped, as in tests/observability): WorkerRestarting
   fires from node_exporter's systemd-collector series of the worker units only, and the worker
   alerts fire from series labelled the way the rendered scrape config labels them;
+- a real Prometheus with the rendered scrape job and rules and a real worker: WorkerDown goes pending;
 - the rules and dashboard are exactly the shared emitters' output (no second copy of an expression).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +27,9 @@ from killsafe.observability.dashboard import dashboard_json
 from killsafe.observability.prometheus import rule_groups
 from killsafe.spec import WorkloadSpec
 from killsafe.systemd import observability
-from tests.conftest import REPO, require
+from tests.conftest import REPO, RedisServer, free_port, require
 from tests.observability.rules_spec import without_annotations
+from tests.worker.conftest import WorkerFactory, wait_for
 
 KILLSAFE = REPO / ".venv/bin/killsafe"
 
@@ -192,3 +198,68 @@ def test_dashboard_json_is_the_shared_dashboard_over_the_vm_jobs(tmp_path: Path)
     k8s = json.loads(next(iter(k8s_map["data"].values())))
     titles = [panel["title"] for panel in board["panels"]]
     assert titles == [panel["title"] for panel in k8s["panels"] if panel["title"] != "Redis memory"]
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_a_real_prometheus_with_the_rendered_files_alerts_from_a_real_worker(tmp_path: Path) -> None:
+    """The rendered scrape job (targets pointed at a real worker on 127.0.0.1, scraped every second) and
+    the rendered rules, unchanged, in a real Prometheus: the worker's series carry the job the rules
+    select, and with 1 of the vm stack's 3 workers ready WorkerDown goes pending at value 1 (`for` is 5 m)."""
+    prometheus_bin = require("prometheus", "apt prometheus")
+    folder = render_vm(tmp_path / "out")
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    workers = WorkerFactory(redis, tmp_path)
+    prometheus: subprocess.Popen[bytes] | None = None
+    try:
+        worker = workers.start()
+        scrape = yaml.safe_load((folder / "prometheus/scrape-configs.yml").read_text())
+        [job] = [j for j in scrape["scrape_configs"] if j["job_name"] == "emails-worker"]
+        job["static_configs"][0]["targets"] = [f"127.0.0.1:{worker.port}"]
+        job["scrape_interval"] = "1s"
+        shutil.copy(folder / "prometheus/rules.yml", tmp_path / "rules.yml")
+        config = {"global": {"evaluation_interval": "1s"}, "rule_files": ["rules.yml"], "scrape_configs": [job]}
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        port = free_port()
+        with (tmp_path / "prometheus.log").open("wb") as log:
+            prometheus = subprocess.Popen(
+                [
+                    prometheus_bin,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        api = f"http://127.0.0.1:{port}/api/v1"
+        started = time.monotonic()
+
+        def worker_down() -> dict[str, Any] | None:
+            try:
+                groups = _get_json(f"{api}/rules?type=alert")["data"]["groups"]
+            except OSError:
+                return None
+            rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
+            down = rules.get("WorkerDown")
+            if down is None or down["state"] != "pending":
+                return None
+            # Its value is the ready count: 1 once the real worker's series is scraped (0 before, via vector(0)).
+            return down if float(down["alerts"][0]["value"]) == 1 else None
+
+        down = wait_for(worker_down, 60, "WorkerDown pending with the real worker's ready count")
+        print(f"\n  real Prometheus: WorkerDown pending (1 of 3 ready) {time.monotonic() - started:.2f} s after start")
+        assert down["alerts"][0]["labels"] == {"alertname": "WorkerDown", "severity": "critical", "workload": "emails"}
+        query = urllib.parse.quote('killsafe_worker_ready{job="emails-worker"}')
+        [series] = _get_json(f"{api}/query?query={query}")["data"]["result"]
+        assert series["metric"]["workload"] == "emails" and series["value"][1] == "1"
+    finally:
+        if prometheus is not None:
+            prometheus.kill()
+            prometheus.wait(timeout=10)
+        workers.cleanup()
+        redis.stop(kill=True)
