@@ -45,6 +45,14 @@ def external_worker_only() -> dict[str, Any]:
     return {**raw, "workload": workload}
 
 
+def dashboard_behind_a_proxy() -> dict[str, Any]:
+    """trusted-header auth (no users file, no second credential) on IPv4 and IPv6 loopback."""
+    raw = vm_stack()
+    auth = {"mode": "trusted-header", "user_header": "X-Forwarded-User", "operators": ["alice"]}
+    dashboard = {**raw["workload"]["dashboard"], "auth": auth, "bind": ["127.0.0.1", "::1"]}
+    return {**raw, "workload": {**raw["workload"], "dashboard": dashboard}}
+
+
 STACKS = {
     "vm": vm_stack(),
     "vm-user-webhook": variant(user="emails", alert_webhook_file="/etc/emails/webhook", after=["postgresql.service"]),
@@ -55,6 +63,7 @@ STACKS = {
         }
     ),
     "external-worker-only": external_worker_only(),
+    "vm-dashboard-proxy": dashboard_behind_a_proxy(),
 }
 
 
@@ -211,3 +220,14 @@ def test_the_dashboard_unit_is_internal_notify_and_reads_its_users_as_a_credenti
     )
     env = {f.path.name: f.content for f in build_files(given, "s")}["dashboard.env"]
     assert 'KILLSAFE_DASHBOARD_BIND="10.0.1.12,::1"' in env
+
+
+def test_a_dashboard_behind_an_auth_proxy_loads_no_users_file():
+    stack = config(STACKS["vm-dashboard-proxy"])
+    files = {f.path.name: f.content for f in build_files(stack.workload, "s")}
+    service = parse_unit(files["emails-dashboard.service"]).sections["Service"]
+    assert service["LoadCredential"] == ["redis-url:/etc/emails/credentials/redis-url"]
+    assert service["Environment"] == ["REDIS_URL_FILE=%d/redis-url"]
+    assert 'KILLSAFE_DASHBOARD_AUTH="trusted-header"' in files["dashboard.env"]
+    assert 'KILLSAFE_DASHBOARD_BIND="127.0.0.1,::1"' in files["dashboard.env"]
+    assert "dashboard-users" not in files["install.sh"]
