@@ -113,8 +113,10 @@ DASHBOARD_CREDENTIALS_SECRET_KEY: Final = "credentials"
 DASHBOARD_CREDENTIALS_MOUNT_DIR: Final = "/var/run/secrets/killsafe-dashboard"
 """Where container targets mount the dashboard's credentials; KILLSAFE_DASHBOARD_CREDENTIALS_FILE points inside."""
 DEFAULT_DASHBOARD_TRUSTED_PROXIES: Final = ("127.0.0.1/32", "::1/128")
-DEFAULT_DASHBOARD_VM_BIND: Final = ("127.0.0.1", "::1")
-"""Where the dashboard listens on a VM (systemd) unless dashboard.bind says otherwise: loopback only."""
+DEFAULT_DASHBOARD_VM_BIND: Final = ("127.0.0.1",)
+"""Where the dashboard listens on a VM (systemd) unless dashboard.bind says otherwise: loopback only, IPv4
+(a `::1` in the default would stop the dashboard from starting on a host without IPv6; add it with
+dashboard.bind where the host has it)."""
 DEFAULT_DASHBOARD_RETRIES_PER_MINUTE: Final = 100
 METRICS_MAX_DATA_POINTS: Final = 7 * 24 * 60
 """Workers keep BullMQ's per-minute completed/failed counts (`<prefix>:<queue>:metrics:*`) for a week;

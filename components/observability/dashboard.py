@@ -2,8 +2,9 @@
 
 Panels read the same contract metrics the alerts do, through the same `Selectors`, so a dashboard
 never shows a series the alerts do not see: depth by state, throughput, failure ratio, duration
-quantiles, interrupted and timed-out jobs, readiness, restarts (kube-state-metrics) and Redis memory
-(when an exporter exists). The result is plain dashboard JSON, for any target's Grafana.
+quantiles, interrupted and timed-out jobs, readiness, restarts (kube-state-metrics, or node_exporter's
+systemd collector on VMs) and Redis memory (when an exporter exists). The result is plain dashboard
+JSON, for any target's Grafana.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefre
 from killsafe import contract
 from killsafe.observability.alerts import (
     KSM_RESTARTS,
+    NODE_SYSTEMD_RESTARTS,
     REDIS_MEMORY_MAX,
     REDIS_MEMORY_USED,
     Selectors,
@@ -175,6 +177,19 @@ def build_dashboard(spec: WorkloadSpec, selectors: Selectors, scope: str) -> dic
                 "Container restarts (kube-state-metrics).",
                 "short",
                 _query(f"sum by (pod) (increase({KSM_RESTARTS}{_sel(selectors.kube_state)}[{RATE}]))", "{{pod}}"),
+            )
+        )
+    if selectors.systemd_units is not None:
+        units = _sel(selectors.systemd_units)
+        board = board.with_panel(
+            _series(
+                "Worker restarts",
+                "Restarts of the worker units by systemd (node_exporter's systemd collector).",
+                "short",
+                _query(
+                    f"sum by (instance, name) (increase({NODE_SYSTEMD_RESTARTS}{units}[{RATE}]))",
+                    "{{instance}} {{name}}",
+                ),
             )
         )
     if selectors.redis is not None:
