@@ -39,6 +39,8 @@ EXPLICIT: dict[str, Role] = {
     "cache": "redis",
     "web+worker": "web+worker",
 }
+OTHER_PROGRAMS = frozenset({"killsafe-dashboard", "redis_exporter", "node_exporter", "prometheus-node-exporter"})
+"""Programs known to be neither web nor worker (they read the queue's config but consume nothing)."""
 OTHER_COMPONENTS = frozenset({"dashboard", "exporter", "redis-exporter", "metrics", "scheduler", "beat", "cron"})
 
 
@@ -71,7 +73,9 @@ def command_role(command: Iterable[object]) -> Role | None:
         return "web+worker"
     if web:
         return "web"
-    return "worker" if worker else None
+    if worker:
+        return "worker"
+    return "other" if any(w in OTHER_PROGRAMS for w in ws) else None
 
 
 def process_manager(command: Iterable[object]) -> str | None:
