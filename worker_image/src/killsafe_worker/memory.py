@@ -146,6 +146,12 @@ def parse_stat(text: str) -> dict[str, int]:
     return stat
 
 
+def v1_hierarchical_limit(stat: Mapping[str, int]) -> int | None:
+    """The smallest limit of the cgroup and its ancestors (v1 memory.stat), None when unlimited."""
+    limit = stat.get("hierarchical_memory_limit")
+    return None if limit is None or limit >= V1_UNLIMITED_BYTES else limit
+
+
 def working_set(usage_bytes: int, stat: Mapping[str, int], version: int) -> int:
     """Usage minus the inactive file cache (what the kernel reclaims before any OOM kill)."""
     inactive = stat.get("inactive_file" if version == 2 else "total_inactive_file", 0)
@@ -177,10 +183,17 @@ class CgroupMemory:
         return None
 
     def limit_bytes(self) -> int | None:
+        """The cgroup's limit; on v1 also its ancestors' (memory.stat `hierarchical_memory_limit`: an
+        ECS task's limit may sit on the task's cgroup above the container's)."""
         try:
-            return parse_limit(self._limit.read_text(), self.cgroup.version)
+            own = parse_limit(self._limit.read_text(), self.cgroup.version)
+            inherited = None
+            if self.cgroup.version == 1:
+                inherited = v1_hierarchical_limit(parse_stat(self._stat.read_text()))
         except (OSError, ValueError):
             return None
+        known = [limit for limit in (own, inherited) if limit is not None]
+        return min(known) if known else None
 
     def usage_bytes(self) -> int:
         """The working set (raises OSError if the cgroup went away)."""
