@@ -135,15 +135,10 @@ def _start_worker(redis_url: str, group: Path, log_path: Path, drain_percent: st
     }
     if drain_percent is not None:
         environment[contract.ENV_MEMORY_DRAIN_PERCENT] = drain_percent
-    procs = group / "cgroup.procs"
-
-    def join_cgroup() -> None:  # in the child, before exec: every byte the worker uses is charged
-        procs.write_text(str(os.getpid()))
-
+    # The shell joins the cgroup, then becomes the worker (same pid): every byte it uses is charged.
+    command = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(group / "cgroup.procs"), str(WORKER_BIN)]
     with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [str(WORKER_BIN)], env=environment, stdout=log_file, stderr=log_file, preexec_fn=join_cgroup
-        )
+        return subprocess.Popen(command, env=environment, stdout=log_file, stderr=log_file)
 
 
 def run_mix(redis_server: RedisServer, tmp_path: Path, name: str, drain_percent: str | None) -> Run:
