@@ -730,7 +730,7 @@ class WorkerRuntime:
         limit = effective_limit_bytes(self.settings.memory_limit_mib, reader.limit_bytes() if reader else None)
         if reader is None or limit is None:
             self.metrics.memory_limit.set(0)
-            log.warning(
+            log.info(
                 "memory limit unknown (no memory cgroup with a limit, %s unset): no drain before an OOM kill",
                 contract.ENV_MEMORY_LIMIT_MIB,
             )
