@@ -209,7 +209,7 @@ INTERRUPT_REASONS: Final = (
 """redis_oom: a handler's Redis write was refused because Redis reached maxmemory (noeviction); the job
 is handed back without using an attempt and the worker stops claiming until Redis accepts writes.
 memory_pressure: the worker was draining for its memory threshold and handed the job back (drain
-deadline passed, or memory reached MEMORY_CRITICAL_PERCENT of the way to the limit) before the kernel's
+deadline passed, or memory reached `memory_critical_percent`) before the kernel's
 OOM killer could kill it mid-job."""
 TIMEOUT_REASON: Final = "timeout"
 """failedReason prefix of an attempt stopped at KILLSAFE_MAX_JOB_SECONDS (counted in METRIC_JOBS_TIMED_OUT)."""

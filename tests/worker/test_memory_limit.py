@@ -8,6 +8,7 @@ of both versions (the v1 one read from this machine).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from killsafe import contract
 from killsafe.app_env import worker_env
 from killsafe_worker.config import SettingsError, load_worker_settings
+from killsafe_worker.emf import EmfPublisher
 from killsafe_worker.memory import (
     CgroupMemory,
     MemoryCgroup,
@@ -27,6 +29,7 @@ from killsafe_worker.memory import (
     v1_hierarchical_limit,
     working_set,
 )
+from killsafe_worker.metrics import WorkerMetrics
 from tests.kubernetes.k8s_specs import make_spec
 
 SAMPLES = Path(__file__).parent / "memory_samples"
@@ -146,3 +149,16 @@ def test_every_target_gets_the_limit_and_threshold_from_the_spec() -> None:
     assert env[contract.ENV_MEMORY_DRAIN_PERCENT] == "84"
     env = worker_env(make_spec(worker={"memory_mib": 256, "memory_drain_percent": 100}), None)
     assert env[contract.ENV_MEMORY_DRAIN_PERCENT] == "100", "off"
+
+
+def test_the_exit_line_on_ecs_carries_the_memory_pressure_restart() -> None:
+    """The drain is often shorter than a scrape or flush interval: the final EMF line must count it."""
+    metrics = WorkerMetrics(["q"])
+    publisher = EmfPublisher(metrics, "killsafe/test", write=lambda _text: None)
+    assert contract.METRIC_MEMORY_PRESSURE_RESTARTS not in "".join(publisher.lines())
+    metrics.memory_pressure_restarts.inc()
+    [line] = [line for line in publisher.lines(final=True) if contract.METRIC_MEMORY_PRESSURE_RESTARTS in line]
+    record = json.loads(line)
+    assert record[contract.METRIC_MEMORY_PRESSURE_RESTARTS] == 1.0
+    assert record[contract.EMF_TIER_DIMENSION] == contract.EMF_WORKER_TIER
+    assert not any(contract.METRIC_MEMORY_PRESSURE_RESTARTS in line for line in publisher.lines()), "an increase"
