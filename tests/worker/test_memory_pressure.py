@@ -93,3 +93,15 @@ def test_memory_still_rising_while_draining_hands_the_job_back_without_using_an_
     assert summary[contract.METRIC_JOBS_INTERRUPTED] == {"jobs": 1.0}, "reason memory_pressure"
     wait_for(lambda: job_state(r, hog) in ("waiting", "delayed"), 10, "the job back in the queue")
     assert job_hash(r, hog).get("atm", "0") == "0", "a hand-back uses no attempt"
+
+
+def test_a_sandboxed_child_s_memory_counts_too(
+    memory_cgroup: Path, redis_server: RedisServer, workers: WorkerFactory
+) -> None:
+    """The CPU sandbox's children are forked from the worker, so its cgroup (and the drain) counts them."""
+    r = client(redis_server.url)
+    worker = _worker_in(memory_cgroup, workers)
+    job = enqueue(redis_server.url, "cpu", {"seconds": 3, "allocate_mib": 200})
+    worker.wait_log(lambda e: e["msg"].startswith("memory pressure:"), 30, "the drain for the child's memory")
+    assert worker.wait_exit(30) == contract.EXIT_MEMORY_PRESSURE
+    assert job_state(r, job) == "completed", "the job in flight finished in its child"
