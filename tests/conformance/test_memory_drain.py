@@ -28,9 +28,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,7 @@ def _oom_kills(group: Path) -> int:
     raise AssertionError("memory.oom_control has no oom_kill counter (kernel < 4.13)")
 
 
-def job_mix(seed: int) -> list[tuple[str, dict[str, float], dict[str, object]]]:
+def job_mix(seed: int) -> list[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
     """The same jobs for both runs: hold 10-30 MiB for 0.5-1.5 s, leak 2-4 MiB."""
     rng = random.Random(seed)
     return [
