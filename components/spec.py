@@ -272,6 +272,15 @@ class WorkerSpec(Strict):
         default=15, ge=5, le=600, description="added to max_job_seconds for the platform's kill deadline"
     )
     memory_mib: int = Field(default=512, ge=32, le=262_144, description="memory request = limit, MiB")
+    memory_drain_percent: int | None = Field(
+        default=None,
+        ge=contract.MIN_MEMORY_DRAIN_PERCENT,
+        le=contract.MEMORY_DRAIN_OFF,
+        description="drain before the OOM kill: above this share of memory_mib a worker stops claiming, lets "
+        f"its jobs finish and exits {contract.EXIT_MEMORY_PRESSURE} to be restarted with fresh memory; "
+        f"{contract.MEMORY_DRAIN_OFF} turns it off. Default: {contract.DEFAULT_MEMORY_DRAIN_PERCENT}, lower "
+        f"when memory_mib is small so {contract.MEMORY_DRAIN_HEADROOM_MIB} MiB stay free above it",
+    )
     cpu_millicores: int = Field(default=500, ge=10, le=64_000, description="CPU request = limit, millicores")
     health_port: int = Field(
         default=contract.HEALTH_PORT, ge=1024, le=65_535, description="/readyz, /livez and /metrics port"
@@ -348,6 +357,13 @@ class WorkerSpec(Strict):
                 "fight it on every deploy); remove replicas and use autoscaling.min_replicas/max_replicas",
             )
         return self
+
+    @property
+    def drain_percent(self) -> int:
+        """memory_drain_percent, or its default derived from memory_mib."""
+        if self.memory_drain_percent is not None:
+            return self.memory_drain_percent
+        return contract.default_memory_drain_percent(self.memory_mib)
 
     @property
     def stall_limit(self) -> int:

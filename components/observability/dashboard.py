@@ -2,9 +2,9 @@
 
 Panels read the same contract metrics the alerts do, through the same `Selectors`, so a dashboard
 never shows a series the alerts do not see: depth by state, throughput, failure ratio, duration
-quantiles, interrupted and timed-out jobs, readiness, restarts (kube-state-metrics, or node_exporter's
-systemd collector on VMs) and Redis memory (when an exporter exists). The result is plain dashboard
-JSON, for any target's Grafana.
+quantiles, interrupted and timed-out jobs, readiness, worker memory, restarts (kube-state-metrics, or
+node_exporter's systemd collector on VMs) and Redis memory (when an exporter exists). The result is plain
+dashboard JSON, for any target's Grafana.
 """
 
 from __future__ import annotations
@@ -158,6 +158,29 @@ def build_dashboard(spec: WorkloadSpec, selectors: Selectors, scope: str) -> dic
                 _query(
                     f"sum by (queue, reason) (increase({contract.METRIC_JOBS_INTERRUPTED}{q}[{RATE}]))",
                     "{{queue}} {{reason}}",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Worker memory",
+                "Each worker's working set against its limit: it drains and restarts at memory_drain_percent.",
+                "percentunit",
+                _query(
+                    f"max by (instance) ({contract.METRIC_WORKER_MEMORY}{_sel(s)} "
+                    f"/ ({contract.METRIC_WORKER_MEMORY_LIMIT}{_sel(s)} > 0))",
+                    "{{instance}}",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Memory-pressure restarts",
+                "Workers that drained and exited for a restart above their memory threshold (before an OOM kill).",
+                "short",
+                _query(
+                    f"sum(increase({contract.METRIC_MEMORY_PRESSURE_RESTARTS}{_sel(s)}[{RATE}]))",
+                    "restarts",
                 ),
             )
         )
