@@ -451,13 +451,27 @@ class WorkerRuntime:
             except Exception:
                 log.exception("error-listener failed")
 
+        lost_claims: set[tuple[str, str]] = set()
+        """(job id, lock token) of claims whose lost lock was already counted."""
+
         def on_lock_renewal_failed(job_ids: list[str]) -> None:
             """Another worker may now re-run these jobs (their idempotency markers prevent a second
-            side effect); counted so a lock lifetime too short for the workload shows on dashboards."""
+            side effect); counted so a lock lifetime too short for the workload shows on dashboards.
+            bullmq keeps renewing a lost lock, failing again every lockDuration/2: each claim counts once."""
             try:
-                for _ in job_ids:
+                tracked = worker.lockManager.tracked_jobs
+                claims = {job_id: str((tracked.get(job_id) or {}).get("token", "")) for job_id in tracked}
+                lost_claims.intersection_update(claims.items())  # forget claims that are finished
+                newly_lost = []
+                for job_id in dict.fromkeys(str(job_id) for job_id in job_ids):
+                    claim = (job_id, claims.get(job_id, ""))
+                    if claim in lost_claims:
+                        continue
+                    lost_claims.add(claim)
+                    newly_lost.append(job_id)
                     self.metrics.job_interrupted(queue, "lock_lost")
-                log.warning("job locks lost", extra={"queue": queue, "jobIds": list(job_ids)})
+                if newly_lost:
+                    log.warning("job locks lost", extra={"queue": queue, "jobIds": newly_lost})
             except Exception:
                 log.exception("lockRenewalFailed-listener failed")
 
