@@ -90,3 +90,28 @@ def percentile(values: list[float], q: float) -> float:
     if q >= 100:
         return max(values)
     return statistics.quantiles(sorted(values), n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+HANDED_BACK = ("job interrupted and handed back to the queue", "interrupted job could not be handed back")
+
+
+def interrupted_from_logs(log_paths: list[Path], reasons: tuple[str, ...]) -> Counter[str]:
+    """Interrupted jobs by reason from the workers' JSON logs: unlike the scraped counters, these survive
+    a worker that counts a hand-back and exits before the next scrape."""
+    found: Counter[str] = Counter()
+    for path in log_paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            message = str(entry.get("msg", ""))
+            if message.startswith(HANDED_BACK) or (
+                message.startswith("job attempt failed") and entry.get("reason") in reasons
+            ):
+                found[str(entry.get("reason"))] += 1
+            elif message == "job locks lost":
+                found["lock_lost"] += len(entry.get("jobIds", []))
+    return found

@@ -74,6 +74,11 @@ class Supervisor:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        with self.lock:  # exits the watcher had no time to see (a kill just before the end)
+            seen = {e.pid for e in self.exits}
+            for index, worker in [(s.index, s.current) for s in self.slots if s.current] + self.retired:
+                if worker.proc.poll() is not None and worker.pid not in seen:
+                    self._record_exit(index, worker, time.time())
         self.scrape_once()
         for worker in self.all_workers():
             if worker.proc.poll() is None:

@@ -205,6 +205,9 @@ def test_kill_at_any_moment(
     hurt = analysis.casualties(executions, run.kills)
     recovery = hurt.recovery_seconds
     metric_interrupted = supervisor.interrupted_by_reason()
+    from_logs = analysis.interrupted_from_logs(
+        [worker.log_path for worker in factory.started], contract.INTERRUPT_REASONS
+    )
     exits = Counter(f"{e.cause}:{e.code}" for e in supervisor.exits)
     report = {
         "seed": seed,
@@ -216,8 +219,9 @@ def test_kill_at_any_moment(
         "duplicate_side_effects": sum(n - 1 for n in duplicate_effects.values()),
         "duplicate_executions": analysis.duplicate_executions(executions),
         "executions": len(executions),
-        "interrupted_by_reason_metric": metric_interrupted,
-        "interrupted_in_flight_by_event": dict(hurt.by_event),
+        "interrupted_by_reason_metric": {reason: n for reason, n in metric_interrupted.items() if n},
+        "interrupted_by_reason_logs": dict(from_logs),
+        "killed_in_flight_by_event": dict(hurt.by_event),
         "recovery_kill_to_rerun_s": {
             "p50": round(analysis.percentile(recovery, 50), 2),
             "p100": round(analysis.percentile(recovery, 100), 2),
