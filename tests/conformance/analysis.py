@@ -78,7 +78,8 @@ def casualties(executions: list[Execution], events: list[tuple[str, int, float]]
             result.by_event[kind] += 1
             rerun = next((e for e in executions if e.job == run.job and e.pid != pid and e.started >= at), None)
             if rerun is None:
-                result.never_rerun.append(f"{run.job} ({kind})")
+                if kind != "sigstop":  # a frozen worker may finish the job itself once thawed
+                    result.never_rerun.append(f"{run.job} ({kind})")
             else:
                 result.recovery_seconds.append(rerun.started - at)
     return result

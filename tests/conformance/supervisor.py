@@ -120,7 +120,12 @@ class Supervisor:
         while time.monotonic() < deadline:
             with self.lock:
                 worker = self.slots[index].current
-            if worker is not None and worker.proc.poll() is None and worker.status(contract.READY_PATH) == 200:
+            if (
+                worker is not None
+                and worker.pid not in self.causes  # already signalled: terminating, as an orchestrator sees it
+                and worker.proc.poll() is None
+                and worker.status(contract.READY_PATH) == 200
+            ):
                 return worker
             time.sleep(0.05)
         raise AssertionError(f"slot {index} has no ready worker after {timeout}s")
