@@ -105,7 +105,11 @@ def test_a_sandboxed_job_over_the_container_limit(
     workers = WorkerFactory(redis_server, tmp_path)
     r = client(redis_server.url)
     try:
-        worker = workers.start(concurrency=2, wait_ready=False)
+        # drain before the OOM kill off: a child that alone outgrows the limit may be seen rising by the
+        # worker's memory sampler first, and then the worker drains and exits 4 for a restart (no
+        # orchestrator here restarts it). That path is tests/worker/test_memory_pressure.py's.
+        off = {contract.ENV_MEMORY_DRAIN_PERCENT: str(contract.MEMORY_DRAIN_OFF)}
+        worker = workers.start(concurrency=2, wait_ready=False, env=off)
         (memory_cgroup / "cgroup.procs").write_text(str(worker.pid))  # before the fork server starts
         worker.wait_ready()
         survivor = enqueue(redis_server.url, "sleep", {"seconds": 6})

@@ -9,6 +9,8 @@ of both versions (the v1 one read from this machine).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,15 @@ from killsafe_worker.emf import EmfPublisher
 from killsafe_worker.memory import (
     CgroupMemory,
     MemoryCgroup,
+    ProcessTreeMemory,
     candidate_cgroups,
     effective_limit_bytes,
     parse_limit,
     parse_mountinfo,
     parse_proc_cgroup,
+    parse_rss_anon,
     parse_stat,
+    reader_for,
     v1_hierarchical_limit,
     working_set,
 )
@@ -112,6 +117,40 @@ def test_the_explicit_setting_can_only_lower_the_cgroup_limit() -> None:
     assert effective_limit_bytes(None, 256 * MIB) == 256 * MIB
     assert effective_limit_bytes(512, 256 * MIB) == 256 * MIB, "the kernel kills at the cgroup's limit"
     assert effective_limit_bytes(128, 256 * MIB) == 128 * MIB
+
+
+def test_the_cgroup_is_read_only_where_its_limit_is_the_one_that_applies() -> None:
+    """A cgroup without a limit, or with a larger one than the setting, may be shared (a shell's or a
+    supervisor's session: here the usage of every process on the host): the worker's own process tree
+    is measured then, never the cgroup (which once drained a 512 MiB worker using 60 MiB)."""
+    cgroup = CgroupMemory(MemoryCgroup(version=1, directory=Path("/sys/fs/cgroup/memory/x")))
+    assert reader_for(cgroup, 256 * MIB, 256 * MIB) is cgroup, "a container: the cgroup's limit is the limit"
+    assert reader_for(cgroup, 128 * MIB, 256 * MIB) is cgroup
+    assert isinstance(reader_for(cgroup, None, 512 * MIB), ProcessTreeMemory)
+    assert isinstance(reader_for(cgroup, 4096 * MIB, 512 * MIB), ProcessTreeMemory)
+    assert isinstance(reader_for(None, None, 512 * MIB), ProcessTreeMemory)
+
+
+def test_the_process_tree_counts_the_children_anonymous_memory() -> None:
+    assert (
+        parse_rss_anon(
+            "Name:\tpython3\nVmRSS:\t  51200 kB\nRssAnon:\t   20480 kB\nRssFile:\t 30720 kB\nRssShmem:\t  1024 kB\n"
+        )
+        == 21 * MIB
+    )
+    assert parse_rss_anon("Name:\tkthreadd\n") == 0
+    tree = ProcessTreeMemory()
+    alone = tree.usage_bytes()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; b = bytearray(64 << 20); print(1, flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"1"
+        assert tree.usage_bytes() >= alone + 60 * MIB, "the child's 64 MiB count"
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_locate_reads_this_process_cgroup() -> None:

@@ -11,15 +11,23 @@ Usage is the working set, as the kubelet and cAdvisor define it: usage minus the
 (its own .py/.pyc files: tens of MiB on v1), and the kernel reclaims inactive cache before it
 OOM-kills anything, so counting it would drain workers that are in no danger.
 
+When the cgroup does not enforce the limit the worker uses (no cgroup limit, or a larger one than the
+explicit setting: a worker started from a shell or a supervisor that shares its cgroup with other
+processes), the cgroup's usage says nothing about this worker. Then usage is the worker's own process
+tree instead: the anonymous and shared resident memory (`RssAnon` + `RssShmem`) of the worker and
+every descendant, the memory that grows with jobs and that no reclaim can free.
+
 The parsing functions are pure (text in, numbers out) and tested on sample files; `CgroupMemory`
 does the few small sysfs reads a sample costs (microseconds, no disk I/O).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 V1_UNLIMITED_BYTES = 2**62
 """cgroup v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX pages: 9223372036854771712 with
@@ -158,6 +166,12 @@ def working_set(usage_bytes: int, stat: Mapping[str, int], version: int) -> int:
     return max(0, usage_bytes - inactive)
 
 
+class MemoryReader(Protocol):
+    def usage_bytes(self) -> int: ...
+
+    def describe(self) -> str: ...
+
+
 class CgroupMemory:
     """Reads one cgroup's memory; build it with `locate()`."""
 
@@ -199,6 +213,61 @@ class CgroupMemory:
         """The working set (raises OSError if the cgroup went away)."""
         usage = int(self._usage.read_text().strip())
         return working_set(usage, parse_stat(self._stat.read_text()), self.cgroup.version)
+
+    def describe(self) -> str:
+        return f"cgroup v{self.cgroup.version} {self.cgroup.directory}"
+
+
+def parse_rss_anon(status: str) -> int:
+    """`RssAnon:` + `RssShmem:` of a /proc/<pid>/status text, in bytes: memory no reclaim can free
+    (Python's anonymous `mmap` is shared memory). 0 when absent: a kernel thread, a zombie."""
+    total = 0
+    for line in status.splitlines():
+        if line.startswith(("RssAnon:", "RssShmem:")):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+class ProcessTreeMemory:
+    """This process and its descendants (the sandbox's job children): their anonymous resident memory."""
+
+    def __init__(self, pid: int | None = None, proc: Path = Path("/proc")) -> None:
+        self.pid = pid or os.getpid()
+        self.proc = proc
+
+    def _children(self, pid: int) -> list[int]:
+        found: list[int] = []
+        try:
+            for task in (self.proc / str(pid) / "task").iterdir():
+                found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass  # the process just exited
+        return found
+
+    def usage_bytes(self) -> int:
+        total, pending, seen = 0, [self.pid], set()
+        while pending:
+            pid = pending.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            try:
+                total += parse_rss_anon((self.proc / str(pid) / "status").read_text())
+            except OSError:
+                continue
+            pending += self._children(pid)
+        return total
+
+    def describe(self) -> str:
+        return f"process tree of pid {self.pid} (its cgroup does not enforce this limit)"
+
+
+def reader_for(cgroup: CgroupMemory | None, cgroup_limit: int | None, limit: int) -> MemoryReader:
+    """The cgroup when its limit is the one that applies (the kernel compares exactly its usage with
+    it), else the worker's own process tree."""
+    if cgroup is not None and cgroup_limit is not None and cgroup_limit <= limit:
+        return cgroup
+    return ProcessTreeMemory()
 
 
 def effective_limit_bytes(setting_mib: int | None, cgroup_limit: int | None) -> int | None:

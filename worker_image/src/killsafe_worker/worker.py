@@ -71,7 +71,7 @@ from killsafe_worker.health import (
     start_health_server,
 )
 from killsafe_worker.logs import bind_log_fields, configure_logging, unbind_log_fields
-from killsafe_worker.memory import CgroupMemory, effective_limit_bytes
+from killsafe_worker.memory import CgroupMemory, MemoryReader, effective_limit_bytes, reader_for
 from killsafe_worker.metrics import WorkerMetrics
 from killsafe_worker.notify import SystemdNotifier
 from killsafe_worker.redis_auth import UrlFileCredentials, authenticate_with
@@ -121,7 +121,7 @@ class InFlightJob:
 class MemoryWatch:
     """What the memory monitor compares each sample with (bytes); drain_bytes None: drain off."""
 
-    reader: CgroupMemory
+    reader: MemoryReader
     limit_bytes: int
     drain_percent: int
     drain_bytes: int | None
@@ -740,15 +740,17 @@ class WorkerRuntime:
 
     def _memory_watch(self) -> MemoryWatch | None:
         """The cgroup, its limit and the thresholds; None (logged once) when no limit is known."""
-        reader = CgroupMemory.locate()
-        limit = effective_limit_bytes(self.settings.memory_limit_mib, reader.limit_bytes() if reader else None)
-        if reader is None or limit is None:
+        cgroup = CgroupMemory.locate()
+        cgroup_limit = cgroup.limit_bytes() if cgroup else None
+        limit = effective_limit_bytes(self.settings.memory_limit_mib, cgroup_limit)
+        if limit is None:
             self.metrics.memory_limit.set(0)
             log.info(
                 "memory limit unknown (no memory cgroup with a limit, %s unset): no drain before an OOM kill",
                 contract.ENV_MEMORY_LIMIT_MIB,
             )
             return None
+        reader = reader_for(cgroup, cgroup_limit, limit)
         percent = self.settings.memory_drain_percent or contract.default_memory_drain_percent(limit / 2**20)
         drains = percent < contract.MEMORY_DRAIN_OFF
         watch = MemoryWatch(
@@ -760,10 +762,9 @@ class WorkerRuntime:
         )
         self.metrics.memory_limit.set(limit)
         log.info(
-            "memory limit %d MiB (cgroup v%d %s): %s",
+            "memory limit %d MiB (usage of the %s): %s",
             limit // 2**20,
-            reader.cgroup.version,
-            reader.cgroup.directory,
+            reader.describe(),
             f"drain and restart above {percent} %" if drains else "drain before an OOM kill is off",
             extra={"memoryLimitBytes": limit, "memoryDrainPercent": percent},
         )
