@@ -157,6 +157,12 @@ def test_egress_allow_list_reaches_only_the_tiers_it_names() -> None:
     assert len(find(build_manifests(make_spec()), "NetworkPolicy", "emails-worker")["spec"]["egress"]) == 2
 
 
+WEB_METRICS_RULE = {
+    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    "ports": [{"protocol": "TCP", "port": contract.WEB_METRICS_PORT}],
+}
+
+
 def test_web_ingress_only_from_the_configured_sources() -> None:
     """Issue 7.4: any pod in any namespace could POST /jobs; the default is the ingress controller's namespace."""
     default = find(build_manifests(make_spec(web={"port": 8443})), "NetworkPolicy", "emails-web")
@@ -164,7 +170,8 @@ def test_web_ingress_only_from_the_configured_sources() -> None:
         {
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
             "ports": [{"protocol": "TCP", "port": 8443}],
-        }
+        },
+        WEB_METRICS_RULE,
     ]
     chosen = find(
         build_manifests(
@@ -191,7 +198,24 @@ def test_web_ingress_only_from_the_configured_sources() -> None:
         {"ipBlock": {"cidr": "fd00:10::/64"}},
     ]
     closed = find(build_manifests(make_spec(kubernetes={"web_ingress_from": []})), "NetworkPolicy", "emails-web")
-    assert closed["spec"]["ingress"] == []  # no rule at all: a rule without `from` would admit everyone
+    # no rule for the web port at all (a rule without `from` would admit everyone); only the scrapers remain
+    assert closed["spec"]["ingress"] == [WEB_METRICS_RULE]
+
+
+def test_web_metrics_port_only_from_the_monitoring_namespace() -> None:
+    """The web's /metrics: the scrapers' namespace only, never a `web_ingress_from` source (the ingress
+    controller reaches the web port, not the metrics), and never through the web Service."""
+    manifests = build_manifests(
+        make_spec(kubernetes={"monitoring_namespace": "obs", "web_ingress_from": [{"namespace": "edge"}]})
+    )
+    web_port, metrics = find(manifests, "NetworkPolicy", "emails-web")["spec"]["ingress"]
+    assert metrics == {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}}}],
+        "ports": [{"protocol": "TCP", "port": contract.WEB_METRICS_PORT}],
+    }
+    assert web_port["ports"] == [{"protocol": "TCP", "port": contract.WEB_PORT}]
+    service_ports = find(manifests, "Service", "emails-web")["spec"]["ports"]
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service_ports] == [("http", contract.WEB_PORT, "http")]
 
 
 @pytest.mark.parametrize("variant", sorted(all_variant_manifests()))
