@@ -217,7 +217,7 @@ def _web_panels(board: dashboard.Dashboard, w: str) -> dashboard.Dashboard:
                 "Server errors over all answers. 503s on POST /jobs mean Redis was unreachable or the pod was "
                 "draining (see Jobs submitted by outcome).",
                 "percentunit",
-                _query(f"sum({errors}) / sum({requests})", "5xx"),
+                _query(f"(sum({errors}) or vector(0)) / sum({requests})", "5xx"),  # 0, not "no data", without errors
             )
         )
         .with_panel(
