@@ -9,6 +9,7 @@ import pytest
 from killsafe import contract
 from killsafe.config import ConfigError, parse_stack_config
 from killsafe.kubernetes.build import build_manifests
+from killsafe.kubernetes.checks import check_kubernetes
 from tests.kubernetes.k8s_specs import BASE, all_variant_manifests, find, make_spec
 
 
@@ -252,3 +253,19 @@ def test_external_redis_egress_by_port_to_any_address() -> None:
     for name in ("emails-web", "emails-worker"):
         _, redis = find(manifests, "NetworkPolicy", name)["spec"]["egress"]
         assert redis == {"ports": [{"protocol": "TCP", "port": 6380}, {"protocol": "TCP", "port": 6379}]}
+
+
+@pytest.mark.parametrize("target", [contract.WEB_METRICS_PORT, "metrics"])
+def test_check_finds_a_web_service_that_exposes_the_metrics_port(target: int | str) -> None:
+    """A hand edit that puts the metrics port behind the web Service is a KS004 error (the built one is clean)."""
+    spec = make_spec()
+    manifests = build_manifests(spec)
+    assert not [f for f in check_kubernetes(spec, manifests) if f.rule == "KS004"]
+    find(manifests, "Service", "emails-web")["spec"]["ports"].append(
+        {"name": "metrics", "port": 9000, "targetPort": target, "protocol": "TCP"}
+    )
+    findings = [str(f) for f in check_kubernetes(spec, manifests) if f.rule == "KS004"]
+    assert findings == [
+        f"KS004 Service/emails-web: exposes the web app's metrics port {contract.WEB_METRICS_PORT}: Prometheus "
+        "scrapes it on the pods (PodMonitor); a Service would hand internals to whatever reaches the web"
+    ], findings
