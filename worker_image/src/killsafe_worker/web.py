@@ -434,13 +434,8 @@ def create_app(settings: WebSettings) -> web.Application:
     async def redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
         client = redis_client(settings.redis_url, settings.redis_url_file)
         queue = Queue(settings.queue, {"connection": client, "prefix": settings.key_prefix})
-        state: WebState
-
-        def in_flight() -> int:
-            return state.in_flight
-
-        state = WebState(settings=settings, redis=client, queue=queue, metrics=WebMetrics(settings.queue, in_flight))
-        app[STATE] = state
+        metrics = WebMetrics(settings.queue, in_flight=lambda: app[STATE].in_flight)
+        app[STATE] = WebState(settings=settings, redis=client, queue=queue, metrics=metrics)
         yield
         await queue.close()  # also closes `client`: the Queue's backend owns the connection it was given
 
