@@ -39,6 +39,8 @@ def worker_env(spec: WorkloadSpec, redis_url_file: str | None) -> dict[str, str]
         contract.ENV_STALLED_INTERVAL_MS: str(budget.stalled_interval_ms),
         contract.ENV_LIVENESS_STALL_SECONDS: str(budget.liveness_stall_seconds),
         contract.ENV_MAX_STALLED_COUNT: str(worker.stall_limit),
+        contract.ENV_MEMORY_LIMIT_MIB: str(worker.memory_mib),
+        contract.ENV_MEMORY_DRAIN_PERCENT: str(worker.drain_percent),
     }
     return with_user_env(spec, own)
 

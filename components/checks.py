@@ -28,6 +28,8 @@ RULE_TITLES: dict[str, str] = {
     "KS007": "Redis is configured for queues: noeviction and AOF persistence",
     "KS008": "rollouts never drop worker capacity",
     "KS009": "voluntary disruptions (node drains) keep workers running",
+    "KS010": "a PodDisruptionBudget allows at least one eviction, so node drains can finish",
+    "KS011": "Redis is never open to the internet (no 0.0.0.0/0 or ::/0 ingress to its port)",
 }
 """One meaning per code on every target; a target implements the codes that apply to it."""
 
@@ -38,6 +40,11 @@ class Finding:
     obj: str
     message: str
     level: Level = "error"
+    file: str = ""
+    """Where `killsafe lint` found it (the other commands check objects, not files)."""
+    path: str = ""
+    """The field path inside the object (`spec.template.spec.containers[0].livenessProbe`)."""
+    fix: str = ""
 
     def __str__(self) -> str:
         tag = " (warning)" if self.level == "warning" else ""

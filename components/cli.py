@@ -1,6 +1,7 @@
-"""`killsafe` command line: render a stack to files (no Pulumi engine, no network) and check it.
+"""`killsafe` command line: render a stack to files (no Pulumi engine, no network), check it, lint any file.
 
-Exit codes: 0 success, 1 `check` found problems, 2 invalid configuration or usage (nothing written).
+Exit codes: 0 success, 1 `check` or `lint` found problems, 2 invalid configuration, bad input or usage
+(nothing written).
 """
 
 from __future__ import annotations
@@ -134,6 +135,37 @@ def check_command(
         raise typer.Exit(1)
     warned = f", {len(findings)} warning(s)" if findings else ""
     typer.echo(f"killsafe check: stack {stack} is clean ({checked}{warned})")
+
+
+@app.command("lint")
+def lint_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Kubernetes YAML/JSON, ECS task definition JSON, systemd units, redis.conf, or folders"),
+    ],
+) -> None:
+    """Check any stack's files for kill-at-any-moment hazards (exit 0 clean or warnings only, 1 errors, 2 bad input)."""
+    from killsafe.lint import LintInputError, describe, lint_paths
+
+    try:
+        read, findings = lint_paths(paths)
+    except LintInputError as exc:
+        raise _fail(f"error: {exc}") from None
+    for finding in findings:
+        typer.echo(describe(finding))
+    for skipped in read.skipped:
+        typer.echo(f"skipped {skipped}", err=True)
+    if not read.files:
+        raise _fail("error: no lintable file among the paths given (see the skipped files above)")
+    checked = f"{len(read.files)} file(s), {len(read.objects)} object(s)"
+    failed, warned = len(errors(findings)), len(findings) - len(errors(findings))
+    if failed:
+        typer.echo(f"killsafe lint: {failed} error(s), {warned} warning(s) in {checked}", err=True)
+        raise typer.Exit(1)
+    if warned:
+        typer.echo(f"killsafe lint: no errors, {warned} warning(s) in {checked} (warnings alone exit 0)")
+    else:
+        typer.echo(f"killsafe lint: clean ({checked})")
 
 
 @app.command("config-reference")

@@ -63,6 +63,14 @@ outage; readiness (READY_PATH) is what reports it."""
 ENV_NEVER_AUTO_RETRY: Final = "KILLSAFE_NEVER_AUTO_RETRY"
 """Comma-separated job names the dead-letter workflow retries only with --confirm."""
 ENV_LOG_LEVEL: Final = "KILLSAFE_LOG_LEVEL"
+ENV_MEMORY_LIMIT_MIB: Final = "KILLSAFE_MEMORY_LIMIT_MIB"
+"""The worker's memory limit in MiB (spec worker.memory_mib, set on every target). The worker uses the
+smaller of this and its own cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes); unset and no
+cgroup limit: no drain before the OOM kill."""
+ENV_MEMORY_DRAIN_PERCENT: Final = "KILLSAFE_MEMORY_DRAIN_PERCENT"
+"""Drain before the OOM kill: above this share of the memory limit the worker stops claiming, lets
+in-flight jobs finish and exits EXIT_MEMORY_PRESSURE for a fresh process (spec
+worker.memory_drain_percent; default `default_memory_drain_percent`; MEMORY_DRAIN_OFF turns it off)."""
 ENV_HANDLERS: Final = "KILLSAFE_HANDLERS"
 """Optional `package.module:REGISTRY` (a mapping job name -> async handler) replacing the demo handlers."""
 
@@ -117,8 +125,10 @@ DASHBOARD_CREDENTIALS_SECRET_KEY: Final = "credentials"
 DASHBOARD_CREDENTIALS_MOUNT_DIR: Final = "/var/run/secrets/killsafe-dashboard"
 """Where container targets mount the dashboard's credentials; KILLSAFE_DASHBOARD_CREDENTIALS_FILE points inside."""
 DEFAULT_DASHBOARD_TRUSTED_PROXIES: Final = ("127.0.0.1/32", "::1/128")
-DEFAULT_DASHBOARD_VM_BIND: Final = ("127.0.0.1", "::1")
-"""Where the dashboard listens on a VM (systemd) unless dashboard.bind says otherwise: loopback only."""
+DEFAULT_DASHBOARD_VM_BIND: Final = ("127.0.0.1",)
+"""Where the dashboard listens on a VM (systemd) unless dashboard.bind says otherwise: loopback only, IPv4
+(a `::1` in the default would stop the dashboard from starting on a host without IPv6; add it with
+dashboard.bind where the host has it)."""
 DEFAULT_DASHBOARD_RETRIES_PER_MINUTE: Final = 100
 METRICS_MAX_DATA_POINTS: Final = 7 * 24 * 60
 """Workers keep BullMQ's per-minute completed/failed counts (`<prefix>:<queue>:metrics:*`) for a week;
@@ -201,11 +211,29 @@ METRIC_JOBS_TIMED_OUT: Final = "killsafe_jobs_timed_out_total"
 """Counter labelled {queue}: attempts stopped at KILLSAFE_MAX_JOB_SECONDS (failed or retried with reason timeout)."""
 METRIC_WORKER_READY: Final = "killsafe_worker_ready"
 """1 while /readyz would answer 200."""
+METRIC_MEMORY_PRESSURE_RESTARTS: Final = "killsafe_memory_pressure_restarts_total"
+"""Counter (per process, so 0 or 1): the worker passed its memory drain threshold and is draining to exit
+EXIT_MEMORY_PRESSURE. Scraped during the drain; on ECS the exit's final EMF line carries it."""
+METRIC_WORKER_MEMORY: Final = "killsafe_worker_memory_bytes"
+"""Gauge: the worker's memory as its cgroup counts it (working set: usage minus inactive file cache),
+the worker and its job children together, sampled every MEMORY_SAMPLE_SECONDS."""
+METRIC_WORKER_MEMORY_LIMIT: Final = "killsafe_worker_memory_limit_bytes"
+"""Gauge: the memory limit the drain threshold applies to (0 when unknown: drain off)."""
 
 QUEUE_STATES: Final = ("waiting", "active", "delayed", "prioritized", "failed")
-INTERRUPT_REASONS: Final = ("shutdown_deadline", "child_crashed", "child_oom", "lock_lost", "redis_oom")
+INTERRUPT_REASONS: Final = (
+    "shutdown_deadline",
+    "child_crashed",
+    "child_oom",
+    "lock_lost",
+    "redis_oom",
+    "memory_pressure",
+)
 """redis_oom: a handler's Redis write was refused because Redis reached maxmemory (noeviction); the job
-is handed back without using an attempt and the worker stops claiming until Redis accepts writes."""
+is handed back without using an attempt and the worker stops claiming until Redis accepts writes.
+memory_pressure: the worker was draining for its memory threshold and handed the job back (drain
+deadline passed, or memory reached `memory_critical_percent`) before the kernel's
+OOM killer could kill it mid-job."""
 TIMEOUT_REASON: Final = "timeout"
 """failedReason prefix of an attempt stopped at KILLSAFE_MAX_JOB_SECONDS (counted in METRIC_JOBS_TIMED_OUT)."""
 
@@ -216,6 +244,33 @@ def default_max_stalled_count(max_jobs_in_flight: int) -> int:
     OOM kill) stalls every job running beside it. A job that kills its worker every time is failed
     after this many + 1 crashes, each costing a worker restart: the trade-off against poison jobs."""
     return 2 if max_jobs_in_flight <= 1 else 3
+
+
+# --- Drain before the OOM kill -------------------------------------------------------------------
+DEFAULT_MEMORY_DRAIN_PERCENT: Final = 85
+MEMORY_DRAIN_HEADROOM_MIB: Final = 40
+"""Room kept between the drain threshold and the limit for in-flight jobs to finish in (the same
+allowance per job as `killsafe check` expects), so small workers drain earlier."""
+MIN_MEMORY_DRAIN_PERCENT: Final = 50
+MEMORY_DRAIN_OFF: Final = 100
+"""KILLSAFE_MEMORY_DRAIN_PERCENT=100 (spec memory_drain_percent: 100): never drain; the kernel decides."""
+MEMORY_SAMPLE_SECONDS: Final = 0.5
+"""How often the worker reads its cgroup's memory (a few small sysfs reads)."""
+
+
+def default_memory_drain_percent(limit_mib: float) -> int:
+    """DEFAULT_MEMORY_DRAIN_PERCENT, lower on small workers so MEMORY_DRAIN_HEADROOM_MIB stays between
+    the threshold and the limit, never below MIN_MEMORY_DRAIN_PERCENT (256 MiB -> 84, 128 MiB -> 68)."""
+    if limit_mib <= 0:
+        return DEFAULT_MEMORY_DRAIN_PERCENT
+    headroom_percent = -(-100 * MEMORY_DRAIN_HEADROOM_MIB // int(limit_mib))  # ceil
+    return max(MIN_MEMORY_DRAIN_PERCENT, min(DEFAULT_MEMORY_DRAIN_PERCENT, 100 - headroom_percent))
+
+
+def memory_critical_percent(drain_percent: float) -> float:
+    """Past this while draining, the worker hands its in-flight jobs back at once (no attempt used)
+    instead of waiting for them: halfway from the drain threshold to the limit (85 -> 92.5)."""
+    return (drain_percent + 100) / 2
 
 
 # --- Shutdown -------------------------------------------------------------------------------------
@@ -231,3 +286,7 @@ EXIT_USAGE: Final = 2
 """Invalid configuration (a one-line error names the variable)."""
 EXIT_DRAIN_DEADLINE: Final = 3
 """The drain deadline passed with jobs still running; they were handed back to the queue."""
+EXIT_MEMORY_PRESSURE: Final = 4
+"""Drained for memory: usage passed KILLSAFE_MEMORY_DRAIN_PERCENT of the limit; in-flight jobs finished
+(or were handed back, counted as interrupted with reason memory_pressure). Restart me, with fresh memory,
+before the kernel's OOM killer kills a job mid-flight."""

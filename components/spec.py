@@ -281,6 +281,15 @@ class WorkerSpec(Strict):
         default=15, ge=5, le=600, description="added to max_job_seconds for the platform's kill deadline"
     )
     memory_mib: int = Field(default=512, ge=32, le=262_144, description="memory request = limit, MiB")
+    memory_drain_percent: int | None = Field(
+        default=None,
+        ge=contract.MIN_MEMORY_DRAIN_PERCENT,
+        le=contract.MEMORY_DRAIN_OFF,
+        description="drain before the OOM kill: above this share of memory_mib a worker stops claiming, lets "
+        f"its jobs finish and exits {contract.EXIT_MEMORY_PRESSURE} to be restarted with fresh memory; "
+        f"{contract.MEMORY_DRAIN_OFF} turns it off. Default: {contract.DEFAULT_MEMORY_DRAIN_PERCENT}, lower "
+        f"when memory_mib is small so {contract.MEMORY_DRAIN_HEADROOM_MIB} MiB stay free above it",
+    )
     cpu_millicores: int = Field(default=500, ge=10, le=64_000, description="CPU request = limit, millicores")
     health_port: int = Field(
         default=contract.HEALTH_PORT, ge=1024, le=65_535, description="/readyz, /livez and /metrics port"
@@ -359,6 +368,13 @@ class WorkerSpec(Strict):
         return self
 
     @property
+    def drain_percent(self) -> int:
+        """memory_drain_percent, or its default derived from memory_mib."""
+        if self.memory_drain_percent is not None:
+            return self.memory_drain_percent
+        return contract.default_memory_drain_percent(self.memory_mib)
+
+    @property
     def stall_limit(self) -> int:
         """max_stalled_count, or its default derived from the jobs sharing a process."""
         if self.max_stalled_count is not None:
@@ -426,7 +442,8 @@ class AlertsSpec(Strict):
         default=3,
         ge=1,
         le=1000,
-        description="WorkerRestarting (Kubernetes): a worker container restarted more often than this in an hour",
+        description="WorkerRestarting (Kubernetes; systemd with systemd.node_exporter_port): a worker container or "
+        "unit restarted more often than this in an hour",
     )
     redis_memory_percent: int = Field(
         default=80, ge=10, le=99, description="RedisMemoryHigh: Redis uses more than this share of maxmemory"
@@ -959,6 +976,15 @@ class SystemdSpec(Strict):
     redis_server: AbsolutePath = Field(
         default="/usr/bin/redis-server", description="redis mode local: the redis-server binary (Redis >= 7)"
     )
+    node_exporter_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65_535,
+        description="the port of a node_exporter on every host started with --collector.systemd "
+        "--collector.systemd.enable-restarts-metrics (Debian: prometheus-node-exporter, 9100): scraped for "
+        "systemd's restart count of the worker units, so WorkerRestarting is emitted (default: not run, no such alert)",
+        examples=[9100],
+    )
 
 
 def _ip_address(value: str) -> str:
@@ -1469,6 +1495,9 @@ def _fits_systemd(workload: WorkloadSpec) -> None:
     taken = {"web.port": web.port if web is not None else None}
     if workload.redis.mode == "local":
         taken["systemd.redis_port"] = workload.systemd.redis_port
+    taken["systemd.node_exporter_port"] = workload.systemd.node_exporter_port
+    if workload.dashboard.enabled:
+        taken["dashboard.port"] = workload.dashboard.port
     for owner, port in taken.items():
         if port is not None and port in ports:
             raise FieldError(
@@ -1480,6 +1509,9 @@ def _fits_systemd(workload: WorkloadSpec) -> None:
     commands: list[tuple[tuple[str, ...], list[str]]] = [(("worker", "command"), worker.command)]
     if web is not None:
         commands.append((("web", "command"), web.command))
+    if workload.dashboard.enabled:
+        commands.append((("dashboard", "command"), workload.dashboard.command))
+        _fits_systemd_dashboard(workload, {k: v for k, v in taken.items() if k != "dashboard.port"})
     balancer = workload.systemd.load_balancer
     if balancer is not None:
         commands.append((("systemd", "load_balancer", "deregister_command"), balancer.deregister_command))
@@ -1505,6 +1537,40 @@ def _fits_systemd(workload: WorkloadSpec) -> None:
                 ("workload", "redis", "url_secret", "name"),
                 url_secret.name,
                 f"on systemd names the file on each host holding the Redis URL (a credential), and {err}",
+            ) from None
+
+
+def _fits_systemd_dashboard(workload: WorkloadSpec, taken: dict[str, int | None]) -> None:
+    """The dashboard on a VM: its own port, the users file a path on the host, and no network rule of
+    another target (dashboard.bind decides who can connect)."""
+    dashboard = workload.dashboard
+    loc = ("workload", "dashboard")
+    for owner, port in taken.items():
+        if port is not None and port == dashboard.port:
+            raise FieldError(
+                (*loc, "port"), dashboard.port, f"is also {owner}; the dashboard needs a port of its own on each host"
+            )
+    access = dashboard.allowed_from
+    for field_name in ("cidrs", "kubernetes_namespaces", "security_group_ids"):
+        if getattr(access, field_name):
+            raise FieldError(
+                (*loc, "allowed_from", field_name),
+                getattr(access, field_name),
+                "is for Kubernetes or ECS; on systemd the dashboard listens on dashboard.bind only (default "
+                f"{', '.join(contract.DEFAULT_DASHBOARD_VM_BIND)}: reach it through an SSH tunnel or a proxy on the "
+                "host); remove allowed_from and list the host's addresses in bind, with your firewall in front",
+            )
+    auth = dashboard.auth
+    secret = auth.credentials_secret if auth is not None else None
+    if secret is not None:
+        try:
+            _absolute_path(secret.name)
+        except ValueError as err:
+            raise FieldError(
+                (*loc, "auth", "credentials_secret", "name"),
+                secret.name,
+                "on systemd names the file on each host with the users (LoadCredential=), e.g. "
+                f"/etc/{workload.name}/dashboard-users, and {err}",
             ) from None
 
 

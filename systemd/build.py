@@ -23,13 +23,14 @@ from killsafe.spec import WorkloadSpec
 from killsafe.systemd import escape
 from killsafe.systemd.layout import (
     CREDENTIALS_SUBDIR,
+    DASHBOARD_USERS_CREDENTIAL,
     REDIS_AUTH_CREDENTIAL,
     REDIS_URL_CREDENTIAL,
     WEBHOOK_CREDENTIAL,
     Layout,
     layout,
 )
-from killsafe.systemd.observability import prometheus_files
+from killsafe.systemd.observability import DASHBOARD_FILE, grafana_dashboard, prometheus_files
 
 FOLDER = "systemd"
 RESTART_SECONDS = 2
@@ -47,6 +48,8 @@ TASKS_MAX = 256
 REDIS_MAXMEMORY_PERCENT = 70
 """Of the Redis unit's MemoryMax; the rest covers the AOF rewrite fork's copy-on-write and buffers."""
 REDIS_STOP_TIMEOUT_SECONDS = 30
+DASHBOARD_STOP_TIMEOUT_SECONDS = 10
+"""The dashboard stops in about 2 s (aiohttp's shutdown timeout for in-flight requests); the rest is slack."""
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("killsafe.systemd", "templates"),
@@ -73,11 +76,12 @@ class Units:
     workers_target: str
     worker: str
     web: str | None
+    dashboard: str | None
     redis: str | None
     alert: str
 
     def all(self) -> list[str]:
-        names = [self.app_target, self.workers_target, self.worker, self.web, self.redis, self.alert]
+        names = [self.app_target, self.workers_target, self.worker, self.web, self.dashboard, self.redis, self.alert]
         return [n for n in names if n is not None]
 
 
@@ -88,6 +92,7 @@ def units(spec: WorkloadSpec) -> Units:
         workers_target=where.workers_target,
         worker=where.worker_template,
         web=where.web_unit if spec.web is not None else None,
+        dashboard=where.dashboard_unit if spec.dashboard.enabled else None,
         redis=where.redis_unit if spec.redis.mode == "local" else None,
         alert=where.alert_template,
     )
@@ -106,7 +111,8 @@ def local_redis_address(spec: WorkloadSpec) -> str:
 
 REDIS_URL_FILE = f"%d/{REDIS_URL_CREDENTIAL}"
 """`%d` is the unit's credentials directory: systemd expands it to a real path before the worker runs."""
-UNIT_ENVIRONMENT = (contract.ENV_REDIS_URL_FILE, contract.ENV_HEALTH_PORT)
+DASHBOARD_USERS_FILE = f"%d/{DASHBOARD_USERS_CREDENTIAL}"
+UNIT_ENVIRONMENT = (contract.ENV_REDIS_URL_FILE, contract.ENV_HEALTH_PORT, contract.ENV_DASHBOARD_CREDENTIALS_FILE)
 """Variables whose value is a specifier: set with Environment= in the unit (an EnvironmentFile is not
 expanded, and its values would override Environment=)."""
 
@@ -128,6 +134,24 @@ def web_environment(spec: WorkloadSpec) -> tuple[dict[str, str], dict[str, str]]
     return _split(app_env.web_env(spec, redis_url_file=REDIS_URL_FILE))
 
 
+def dashboard_bind(spec: WorkloadSpec) -> list[str]:
+    """Loopback (IPv4) unless dashboard.bind says otherwise: never every address by default, and no `::1`
+    a host without IPv6 could not bind."""
+    return list(spec.dashboard.bind if spec.dashboard.bind is not None else contract.DEFAULT_DASHBOARD_VM_BIND)
+
+
+def dashboard_users_file(spec: WorkloadSpec) -> str | None:
+    """Host file with the basic-auth users (dashboard.auth.credentials_secret.name); None: trusted-header."""
+    secret = app_env.dashboard_auth(spec).credentials_secret
+    return secret.name if secret is not None else None
+
+
+def dashboard_environment(spec: WorkloadSpec) -> tuple[dict[str, str], dict[str, str]]:
+    users = DASHBOARD_USERS_FILE if dashboard_users_file(spec) is not None else None
+    env = app_env.dashboard_env(spec, REDIS_URL_FILE, users, default_bind=dashboard_bind(spec))
+    return _split(env)
+
+
 def rollout_commands(spec: WorkloadSpec) -> list[str]:
     """Start, or roll to new files, without ever running fewer than worker.replicas workers.
 
@@ -145,6 +169,8 @@ def rollout_commands(spec: WorkloadSpec) -> list[str]:
     steps.append(f"systemctl stop {surge}")
     if spec.web is not None:
         steps.append(f"systemctl restart {where.web_unit}")
+    if spec.dashboard.enabled:
+        steps.append(f"systemctl restart {where.dashboard_unit}")
     steps.append(f"systemctl start {where.app_target}")
     steps.append(stop_extra_instances_command(where))
     return steps
@@ -170,27 +196,45 @@ def _context(spec: WorkloadSpec, source: str, comment: str = "#") -> dict[str, A
     after = ["network-online.target", *spec.systemd.after]
     if names.redis is not None:
         after.insert(1, names.redis)
-    app_units = [u for u in (names.redis, names.web, names.workers_target) if u is not None]
+    app_units = [u for u in (names.redis, names.web, names.dashboard, names.workers_target) if u is not None]
     config_files = [("env/worker.env", where.config_path("worker.env")), ("alert.sh", where.config_path("alert.sh"))]
     if spec.web is not None:
         config_files.insert(1, ("env/web.env", where.config_path("web.env")))
+    if names.dashboard is not None:
+        config_files.append(("env/dashboard.env", where.config_path("dashboard.env")))
     if names.redis is not None:
         config_files.append(("redis/redis.conf", where.config_path("redis.conf")))
     worker_command = where.executable(spec.worker.command)
     needs = [(worker_command[0], f"install the app into {where.venv} first (see README.md)")]
     if spec.web is not None:
         needs.append((where.executable(spec.web.command)[0], f"install the app into {where.venv} first"))
+    dashboard = spec.dashboard.enabled
+    if dashboard:
+        needs.append((where.executable(spec.dashboard.command)[0], f"install the app into {where.venv} first"))
     if names.redis is not None:
         needs.append((spec.systemd.redis_server, "install Redis >= 7 (Debian: apt-get install redis-server)"))
     if spec.systemd.alert_webhook_file is not None:
         needs.append(("/usr/bin/curl", "the alert unit posts with curl (Debian: apt-get install curl)"))
     worker_unit_env, worker_file_env = worker_environment(spec)
     web_unit_env, web_file_env = web_environment(spec) if spec.web is not None else ({}, {})
+    dashboard_unit_env, dashboard_file_env = dashboard_environment(spec) if dashboard else ({}, {})
     return {
         "worker_unit_env": worker_unit_env,
         "worker_file_env": worker_file_env,
         "web_unit_env": web_unit_env,
         "web_file_env": web_file_env,
+        "dashboard_unit_env": dashboard_unit_env,
+        "dashboard_file_env": dashboard_file_env,
+        "dashboard": dashboard,
+        "dashboard_auth_mode": spec.dashboard.auth.mode if dashboard and spec.dashboard.auth else None,
+        "dashboard_bind": dashboard_bind(spec),
+        "dashboard_users_file": dashboard_users_file(spec) if dashboard else None,
+        "dashboard_users_credential": DASHBOARD_USERS_CREDENTIAL,
+        "dashboard_command": where.executable(spec.dashboard.command) if dashboard else None,
+        "dashboard_stop_timeout": DASHBOARD_STOP_TIMEOUT_SECONDS,
+        "dashboard_start_timeout": contract.DEFAULT_STARTUP_TIMEOUT_SECONDS + WORKER_START_MARGIN_SECONDS,
+        "dashboard_memory_high": spec.dashboard.memory_mib * MEMORY_HIGH_PERCENT // 100,
+        "dashboard_cpu_quota": _cpu_quota(spec.dashboard.cpu_millicores),
         "header": header(source, comment).rstrip("\n"),
         "source": source,
         "spec": spec,
@@ -266,12 +310,17 @@ def build_files(spec: WorkloadSpec, source: str) -> list[RenderedFile]:
         files.append(
             RenderedFile(root / "env" / "web.env", _render("env.j2", context, tier="web", env=context["web_file_env"]))
         )
+    if names.dashboard is not None:
+        files.append(RenderedFile(root / "units" / names.dashboard, _render("dashboard.service.j2", context)))
+        env = _render("env.j2", context, tier="dashboard", env=context["dashboard_file_env"])
+        files.append(RenderedFile(root / "env" / "dashboard.env", env))
     files.append(RenderedFile(root / "install.sh", _render("install.sh.j2", context), mode=0o755))
     readme_header = "<!-- " + header(source).removeprefix("# ").rstrip("\n") + " -->"
     files.append(RenderedFile(root / "README.md", _render("README.md.j2", {**context, "header": readme_header})))
     files += [
         RenderedFile(root / path, header(source) + to_yaml(document)) for path, document in prometheus_files(spec)
     ]
+    files.append(RenderedFile(root / DASHBOARD_FILE, grafana_dashboard(spec)))  # JSON: no comment header
     return files
 
 
@@ -291,5 +340,12 @@ def prerequisites(spec: WorkloadSpec) -> list[str]:
         )
     if spec.systemd.alert_webhook_file is not None:
         steps.append(f"Put the alert webhook URL into {spec.systemd.alert_webhook_file} (root, mode 0600)")
+    users = dashboard_users_file(spec) if spec.dashboard.enabled else None
+    if users is not None:
+        steps.append(
+            f"Put the dashboard's users into {users} (root, mode 0600): one line per person, each printed by "
+            f"`{where.venv}/bin/{contract.DASHBOARD_COMMAND} hash-password --user NAME --role viewer|operator` "
+            "(it reads the password from stdin)"
+        )
     steps.append("Copy the rendered systemd/ folder to the host and run ./install.sh as root")
     return steps

@@ -129,7 +129,7 @@ def _health(spec: WorkloadSpec, files: list[SystemdFile]) -> Iterator[Finding]:
 @RULES.rule("KS003")
 def _limits(spec: WorkloadSpec, files: list[SystemdFile]) -> Iterator[Finding]:
     where = layout(spec)
-    for name in (where.worker_template, where.web_unit, where.redis_unit):
+    for name in (where.worker_template, where.web_unit, where.dashboard_unit, where.redis_unit):
         unit = _unit(files, name)
         if unit is None:
             continue
@@ -192,7 +192,7 @@ def _secrets(spec: WorkloadSpec, files: list[SystemdFile]) -> Iterator[Finding]:
         )
         for assignment in assignments:
             name = assignment.split("=", 1)[0].strip()
-            if any(word in name.upper() for word in SECRET_WORDS):
+            if any(word in name.upper() for word in SECRET_WORDS) or name == contract.ENV_DASHBOARD_CREDENTIALS:
                 yield Finding("KS006", f.name, f"sets {name} in plain text; use LoadCredential=")
     yield from _redis_url_from_credential(spec, files)
 

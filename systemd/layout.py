@@ -18,6 +18,8 @@ REDIS_URL_CREDENTIAL = "redis-url"
 REDIS_AUTH_CREDENTIAL = "redis-auth.conf"
 """A redis.conf fragment (`requirepass ...`) that redis-server `--include`s from its credentials."""
 WEBHOOK_CREDENTIAL = "alert-webhook"
+DASHBOARD_USERS_CREDENTIAL = "dashboard-users"
+"""The dashboard's credential file (`name:role:argon2-hash` lines), from dashboard.auth.credentials_secret.name."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class Layout:
     @property
     def web_unit(self) -> str:
         return f"{self.name}-web.service"
+
+    @property
+    def dashboard_unit(self) -> str:
+        return f"{self.name}-dashboard.service"
 
     @property
     def redis_unit(self) -> str:

@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from killsafe.config import parse_stack_config
+from killsafe.config import load_stack, parse_stack_config
 from killsafe.reference import config_reference
 from tests.conftest import REPO
 
@@ -53,3 +53,23 @@ def test_platform_repo_example_runs_under_the_mocked_engine() -> None:
     children = k8s_children(run)
     assert {c.inputs["kind"] for c in children} >= {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"}
     assert all("::cluster::" in c.provider for c in children), "every child uses the provider from the example"
+
+
+def test_alerts_section_lists_every_alert_the_definitions_emit() -> None:
+    """The README's alert table is the operator's index: every emitted alert has a row with its
+    severity, and no row names an alert that does not exist."""
+    from killsafe.observability.alerts import AlertTiming, Selectors, alerts
+
+    spec = load_stack("staging", REPO / "stacks").workload
+    emitted = {
+        a.name: a.severity
+        for a in alerts(spec, AlertTiming.for_spec(spec.alerts), Selectors(worker="x", kube_state="x", redis="x"))
+    }
+    rows = re.findall(r"^\| (\w+) \| (critical|warning|info) \|", _section("Alerts"), re.M)
+    assert dict(rows) == emitted
+
+
+def test_autoscaling_section_covers_signal_scale_from_zero_and_scale_in_safety() -> None:
+    section = _section("Autoscaling")
+    for topic in ("**Signal.**", "**Scale from zero.**", "**Scale-in never loses a job.**"):
+        assert topic in section

@@ -7,8 +7,8 @@ Kubernetes PrometheusRule, a plain rules file) use as is. Thresholds come from t
 (`alerts.*`); windows come from `AlertTiming`, which the spec derives and tests shorten.
 
 Where a query finds a target's series (namespace and scrape job on Kubernetes, a static job on a VM)
-is the target's business: it passes `Selectors`. Alerts over kube-state-metrics or a Redis exporter
-are emitted only when the target has that source.
+is the target's business: it passes `Selectors`. Alerts over kube-state-metrics, node_exporter's
+systemd collector or a Redis exporter are emitted only when the target has that source.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from killsafe import contract
 from killsafe.spec import AlertsSpec, WorkloadSpec
 
 Severity = Literal["critical", "warning"]
-Source = Literal["worker", "kube-state-metrics", "redis-exporter"]
+Source = Literal["worker", "kube-state-metrics", "node-exporter", "redis-exporter"]
 Transform = Literal["value", "increase", "growth", "present"]
 Combine = Literal["sum", "max", "count", "ratio"]
 Comparison = Literal[">", "<", "=="]
@@ -30,6 +30,9 @@ Comparison = Literal[">", "<", "=="]
 KSM_RESTARTS = "kube_pod_container_status_restarts_total"
 KSM_LAST_TERMINATED = "kube_pod_container_status_last_terminated_reason"
 KSM_DEPLOYMENT_REPLICAS = "kube_deployment_spec_replicas"
+NODE_SYSTEMD_RESTARTS = "node_systemd_service_restart_total"
+"""node_exporter's systemd collector, with --collector.systemd --collector.systemd.enable-restarts-metrics:
+systemd's own NRestarts of each service unit (Restart= restarts, not manual ones)."""
 REDIS_MEMORY_USED = "redis_memory_used_bytes"
 REDIS_MEMORY_MAX = "redis_memory_max_bytes"
 REDIS_CONFIG = "redis_config_key_value"
@@ -68,8 +71,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class Alert:
-    """One alert, for every emitter. `{queue}`, `{reason}`, `{pod}` and `{value}` in the texts are
-    placeholders each emitter fills its own way (Prometheus: `{{ $labels.queue }}`)."""
+    """One alert, for every emitter. `{queue}`, `{reason}`, `{pod}`, `{name}`, `{instance}` and `{value}` in
+    the texts are placeholders each emitter fills its own way (Prometheus: `{{ $labels.queue }}`)."""
 
     name: str
     severity: Severity
@@ -140,6 +143,8 @@ class Selectors:
     """kube-state-metrics series of the worker containers (Kubernetes only)."""
     redis: str | None = None
     """redis_exporter series of the queue's Redis, when an exporter exists."""
+    systemd_units: str | None = None
+    """node_exporter systemd-collector series of the worker units (systemd, when the hosts run one)."""
 
 
 def duration(seconds: int) -> str:
@@ -175,6 +180,8 @@ def alerts(spec: WorkloadSpec, timing: AlertTiming, selectors: Selectors) -> lis
     found = [*_worker_alerts(spec, timing, selectors)]
     if selectors.kube_state is not None:
         found += _kube_state_alerts(spec, timing, selectors.kube_state)
+    if selectors.systemd_units is not None:
+        found += _systemd_unit_alerts(spec, timing, selectors.systemd_units)
     if selectors.redis is not None:
         found += _redis_alerts(spec, timing, selectors.redis)
     extra = {"workload": spec.name, **spec.alerts.labels}
@@ -423,6 +430,42 @@ def _kube_state_alerts(spec: WorkloadSpec, timing: AlertTiming, k: str) -> list[
             expr=f"(max by (namespace, pod, container) ({KSM_LAST_TERMINATED}{oom}) == 1)\n"
             f"and on (namespace, pod, container) "
             f"(sum by (namespace, pod, container) (increase({KSM_RESTARTS}{_sel(k)}[{oom_window}])) > 0)",
+        ),
+    ]
+
+
+def _systemd_unit_alerts(spec: WorkloadSpec, timing: AlertTiming, u: str) -> list[Alert]:
+    """WorkerRestarting on VMs: systemd counts each Restart= of a unit (a crash, a watchdog abort, a
+    MemoryMax OOM kill). No WorkerOOMKilled here: node_exporter has no per-unit OOM series (the journal
+    says `Failed with result 'oom-kill'`), and an OOM-killed worker is restarted, so this alert covers it."""
+    t = spec.alerts
+    window = duration(timing.event_window_seconds)
+    return [
+        Alert(
+            name="WorkerRestarting",
+            severity="warning",
+            summary="Worker unit {name} on {instance} restarted {value} times in " + _last(timing.event_window_seconds),
+            description=f"A worker unit was restarted by systemd more than {t.restarts_per_hour} times in "
+            f"{_human(timing.event_window_seconds)} (alerts.restarts_per_hour): it crashes, misses its "
+            "watchdog or is OOM-killed at MemoryMax. Each restart interrupts its jobs (they re-run after the lock "
+            "expires).",
+            first_action="`journalctl -u {name}` on the host for the exit status or result (watchdog, oom-kill, "
+            "exit-code) and the last lines before it",
+            source="node-exporter",
+            conditions=(
+                Condition(
+                    NODE_SYSTEMD_RESTARTS,
+                    "increase",
+                    "sum",
+                    ">",
+                    t.restarts_per_hour,
+                    window_seconds=timing.event_window_seconds,
+                    group_by=("instance", "name"),
+                ),
+            ),
+            for_seconds=0,
+            expr=f"sum by (instance, name) (increase({NODE_SYSTEMD_RESTARTS}{_sel(u)}[{window}])) "
+            f"> {t.restarts_per_hour}",
         ),
     ]
 

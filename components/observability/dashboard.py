@@ -2,9 +2,10 @@
 
 Panels read the same contract metrics the alerts do, through the same `Selectors`, so a dashboard
 never shows a series the alerts do not see: depth by state, throughput, failure ratio, duration
-quantiles, interrupted and timed-out jobs, readiness, restarts (kube-state-metrics) and Redis memory
-(when an exporter exists), and the web tier when the target scrapes it (requests, 5xx ratio, POST
-outcomes, readiness). The result is plain dashboard JSON, for any target's Grafana.
+quantiles, interrupted and timed-out jobs, readiness, worker memory, restarts (kube-state-metrics, or
+node_exporter's systemd collector on VMs), Redis memory (when an exporter exists), and the web tier when
+the target scrapes it (requests, 5xx ratio, POST outcomes, readiness). The result is plain dashboard
+JSON, for any target's Grafana.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefre
 from killsafe import contract
 from killsafe.observability.alerts import (
     KSM_RESTARTS,
+    NODE_SYSTEMD_RESTARTS,
     REDIS_MEMORY_MAX,
     REDIS_MEMORY_USED,
     Selectors,
@@ -163,6 +165,29 @@ def build_dashboard(spec: WorkloadSpec, selectors: Selectors, scope: str) -> dic
         )
         .with_panel(
             _series(
+                "Worker memory",
+                "Each worker's working set against its limit: it drains and restarts at memory_drain_percent.",
+                "percentunit",
+                _query(
+                    f"max by (instance) ({contract.METRIC_WORKER_MEMORY}{_sel(s)} "
+                    f"/ ({contract.METRIC_WORKER_MEMORY_LIMIT}{_sel(s)} > 0))",
+                    "{{instance}}",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
+                "Memory-pressure restarts",
+                "Workers that drained and exited for a restart above their memory threshold (before an OOM kill).",
+                "short",
+                _query(
+                    f"sum(increase({contract.METRIC_MEMORY_PRESSURE_RESTARTS}{_sel(s)}[{RATE}]))",
+                    "restarts",
+                ),
+            )
+        )
+        .with_panel(
+            _series(
                 "Timed-out attempts",
                 "Attempts stopped at max_job_seconds.",
                 "short",
@@ -177,6 +202,19 @@ def build_dashboard(spec: WorkloadSpec, selectors: Selectors, scope: str) -> dic
                 "Container restarts (kube-state-metrics).",
                 "short",
                 _query(f"sum by (pod) (increase({KSM_RESTARTS}{_sel(selectors.kube_state)}[{RATE}]))", "{{pod}}"),
+            )
+        )
+    if selectors.systemd_units is not None:
+        units = _sel(selectors.systemd_units)
+        board = board.with_panel(
+            _series(
+                "Worker restarts",
+                "Restarts of the worker units by systemd (node_exporter's systemd collector).",
+                "short",
+                _query(
+                    f"sum by (instance, name) (increase({NODE_SYSTEMD_RESTARTS}{units}[{RATE}]))",
+                    "{{instance}} {{name}}",
+                ),
             )
         )
     if selectors.redis is not None:

@@ -16,7 +16,7 @@ from killsafe.spec import WorkloadSpec
 RUNBOOK_DIR = "components/observability/runbooks"
 """Where the runbooks live in the killsafe repository (shipped as package data too)."""
 
-_PLACEHOLDER = re.compile(r"\{(queue|reason|pod|value)\}")
+_PLACEHOLDER = re.compile(r"\{(queue|reason|pod|name|instance|value)\}")
 
 
 def group_name(spec: WorkloadSpec) -> str:

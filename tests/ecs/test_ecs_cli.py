@@ -195,7 +195,7 @@ def test_check_is_clean_and_covers_the_ecs_objects() -> None:
     """Acceptance 4."""
     result = run("check", "--stack", "ecs")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "killsafe check: stack ecs is clean (73 objects, 8 rules" in result.stdout
+    assert "killsafe check: stack ecs is clean (75 objects, 8 rules" in result.stdout
 
 
 def test_check_finds_hand_edits_in_rendered_files(rendered: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

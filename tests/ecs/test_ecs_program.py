@@ -17,7 +17,7 @@ def test_pulumi_up_of_the_ecs_stack_creates_the_workload_and_exports() -> None:
     (component,) = run.monitor.of_type("killsafe:ecs:Workload")
     assert component.name == "emails"
     primaries = [r for r in build.build_requests(load_stack("ecs", STACKS).workload) if r.amends is None]
-    assert len(aws_children(run)) == len(primaries) == 65
+    assert len(aws_children(run)) == len(primaries) == 67
     assert exports["alarm_topic_arn"] == "arn:mock:emails-alarm-topic"
     assert exports["worker_service"] == "emails-worker"
     assert exports["web_service"] == "emails-web"

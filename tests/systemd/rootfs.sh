@@ -42,7 +42,7 @@ else
 fi
 
 VENV_KEY=$( { echo "$BASE_KEY $VENV_PATH"; cat "$0" "$REPO/worker_image/requirements.lock" "$REPO/worker_image/pyproject.toml";
-  find "$REPO/worker_image/src" -type f -name '*.py' -print0 | sort -z | xargs -0 cat; } | sha)
+  find -L "$REPO/worker_image/src" -type f -name '*.py' -print0 | sort -z | xargs -0 cat; } | sha)
 VENV=$CACHE/systemd-venv-$VENV_KEY
 if [ -d "$VENV" ]; then
   log "venv $VENV cached"

@@ -42,6 +42,8 @@ def test_every_rendered_file_is_uploaded_byte_for_byte_then_installed_and_rolled
         f"install -D -m {f.mode:o} /dev/stdin {STAGING}/{'/'.join(f.path.parts[1:])}": f.content for f in files
     }
     assert "install -D -m 755 /dev/stdin /var/lib/killsafe/emails/rendered/install.sh" in uploads
+    for pushed in ("prometheus/rules.yml", "grafana/dashboard.json", "units/emails-dashboard.service"):
+        assert f"install -D -m 644 /dev/stdin {STAGING}/{pushed}" in uploads, pushed
     ordered = [c.inputs["create"] for c in first if "-upload-" not in c.name]
     assert ordered == [
         f"sh {STAGING}/install.sh --no-start",
@@ -52,6 +54,7 @@ def test_every_rendered_file_is_uploaded_byte_for_byte_then_installed_and_rolled
         "systemctl restart emails-worker@8082.service",
         "systemctl stop emails-worker@8083.service",
         "systemctl restart emails-web.service",
+        "systemctl restart emails-dashboard.service",
         "systemctl start emails.target",
         "for unit in $(systemctl list-units --plain --no-legend --state=active 'emails-worker@*.service' | cut -d' ' "
         '-f1); do case " emails-worker@8080.service emails-worker@8081.service emails-worker@8082.service " in '

@@ -38,6 +38,8 @@ MEMORY_MIB = 128
 ODD_VALUE = "x%i $HOME ${HOME} \"q\" 's' \\back `cmd`"
 """Reaches the processes byte for byte: no specifier, variable or quote of systemd's applies."""
 CASE_HANDLERS = {"KILLSAFE_HANDLERS": "ksci_handlers:HANDLERS", "PYTHONPATH": PAYLOAD}
+DASHBOARD_USERS = f"/etc/{NAME}/dashboard-users"
+DASHBOARD_PASSWORD = "correct horse battery staple"
 
 
 class Webhook(BaseHTTPRequestHandler):
@@ -100,7 +102,13 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     paths = dict(item.split("=", 1) for item in built.stdout.strip().splitlines()[-1].split())
     say(f"  systemd suite: rootfs + venv ready in {time.monotonic() - started:.1f} s ({paths['ROOTFS']})")
 
-    ports = {"redis": free_port(), "web": free_port(), "health": free_port(), "webhook": free_port()}
+    ports = {
+        "redis": free_port(),
+        "web": free_port(),
+        "health": free_port(),
+        "webhook": free_port(),
+        "dashboard": free_port(),
+    }
     stack = {
         "config": {
             "killsafe:target": "systemd",
@@ -121,6 +129,11 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                     "liveness_stall_seconds": 30,
                     "lock_duration_seconds": 5,
                     "stalled_interval_seconds": 2,
+                },
+                "dashboard": {
+                    "enabled": True,
+                    "port": ports["dashboard"],
+                    "auth": {"mode": "basic", "credentials_secret": {"name": DASHBOARD_USERS}},
                 },
                 "systemd": {
                     "watchdog_seconds": WATCHDOG_SECONDS,
@@ -161,6 +174,14 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         boot = machine.boot()
         say(f"  systemd suite: machine {machine.name} booted in {boot:.2f} s")
         machine.write(f"/etc/{NAME}/alert-webhook", f"http://127.0.0.1:{ports['webhook']}/hook\n", mode="0600")
+        users = subprocess.run(
+            [str(REPO / ".venv/bin/killsafe-dashboard"), "hash-password", "--user", "alice", "--role", "viewer"],
+            input=DASHBOARD_PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        machine.write(DASHBOARD_USERS, users, mode="0600")
         t = time.monotonic()
         installed = machine.run(f"{RENDERED}/install.sh", check=False, timeout=300)
         assert installed.returncode == 0, f"{installed.stdout}\n{installed.stderr}"
@@ -444,4 +465,42 @@ def test_web_enqueues_and_a_rollout_never_drops_worker_capacity(suite: Suite):
         "install.sh rollout: surge + one restart at a time",
         took,
         f"(registered workers min {min(samples)}, max {max(samples)} over {len(samples)} samples)",
+    )
+
+
+def http_status(url: str, *curl: str) -> str:
+    """The HTTP status code, or 000 when nothing answers (connection refused)."""
+    return subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", *curl, url], capture_output=True, text=True
+    ).stdout
+
+
+def test_the_dashboard_unit_serves_behind_auth_on_loopback_only(suite: Suite):
+    """Type=notify: the moment `systemctl restart` returns it answers, on 127.0.0.1 only: 401 without
+    credentials, 200 with the user from the LoadCredential= file, nothing on the web port or the host's
+    other addresses."""
+    s, m = suite, suite.machine
+    unit, port = f"{NAME}-dashboard.service", s.ports["dashboard"]
+    t = time.monotonic()
+    m.run("systemctl", "restart", unit)
+    took = time.monotonic() - t
+    local = f"http://127.0.0.1:{port}/"
+    assert http_status(local) == "401"
+    assert m.prop(unit, "StatusText").startswith("listening on port"), m.prop(unit, "StatusText")
+    assert http_status(local, "-u", f"alice:{DASHBOARD_PASSWORD}") == "200"
+    assert http_status(local, "-u", "alice:wrong-password-123") == "401"
+    assert m.prop(NAME + ".target", "Wants").count(unit) == 1
+    assert DASHBOARD_PASSWORD not in m.prop(unit, "Environment") and "argon2" not in m.prop(unit, "Environment")
+    assert f"KILLSAFE_DASHBOARD_CREDENTIALS_FILE=/run/credentials/{unit}/dashboard-users" in m.prop(unit, "Environment")
+    web = f"http://127.0.0.1:{s.ports['web']}"
+    for path in ("/", "/audit", f"/queues/{QUEUE}/failed"):
+        page = subprocess.run(["curl", "-s", "-m", "5", web + path], capture_output=True, text=True).stdout
+        assert "killsafe dashboard" not in page.lower() and http_status(web + path) != "401", (path, page[:200])
+    others = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+    refused = [a for a in others if http_status(f"http://{'[' + a + ']' if ':' in a else a}:{port}/") == "000"]
+    assert refused == others, f"the dashboard answers on {sorted(set(others) - set(refused))}"
+    s.case(
+        "dashboard: 401 without auth, on 127.0.0.1 only, not on the web port",
+        took,
+        f"(restart returned after READY=1; refused on {', '.join(others) or 'no other address'})",
     )

@@ -43,12 +43,16 @@ def test_render_vm_writes_the_systemd_folder(tmp_path: Path):
         ".killsafe-rendered",
         "README.md",
         "alert.sh",
+        "env/dashboard.env",
         "env/web.env",
         "env/worker.env",
+        "grafana/dashboard.json",
         "install.sh",
+        "prometheus/rules.yml",
         "prometheus/scrape-configs.yml",
         "redis/redis.conf",
         "units/emails-alert@.service",
+        "units/emails-dashboard.service",
         "units/emails-redis.service",
         "units/emails-web.service",
         "units/emails-worker@.service",
@@ -102,6 +106,43 @@ BAD = [
         "the Redis URL (a credential), and must be an absolute path (starting with /)",
     ),
     (
+        {"systemd.node_exporter_port": 0},
+        "killsafe:workload.systemd.node_exporter_port: 0 must be >= 1; set a value in range",
+    ),
+    (
+        {"systemd.node_exporter_port": 8081},
+        "killsafe:workload.worker.replicas: 3 instances get health ports 8080-8083 (one per instance and one "
+        "for the rollout's surge instance, from worker.health_port), which include systemd.node_exporter_port"
+        " 8081; move one of them",
+    ),
+    (
+        {"systemd.node_exporter_port": 8090},
+        "killsafe:workload.dashboard.port: 8090 is also systemd.node_exporter_port; the dashboard needs a "
+        "port of its own on each host",
+    ),
+    (
+        {"dashboard.auth.credentials_secret.name": "emails-dashboard-users"},
+        "killsafe:workload.dashboard.auth.credentials_secret.name: emails-dashboard-users on systemd names "
+        "the file on each host with the users (LoadCredential=), e.g. /etc/emails/dashboard-users, and must "
+        "be an absolute path (starting with /)",
+    ),
+    (
+        {"dashboard.allowed_from.cidrs": ["10.0.0.0/8"]},
+        "killsafe:workload.dashboard.allowed_from.cidrs: [10.0.0.0/8] is for Kubernetes or ECS; on systemd "
+        "the dashboard listens on dashboard.bind only (default 127.0.0.1: reach it through an SSH tunnel or a"
+        " proxy on the host); remove allowed_from and list the host's addresses in bind, with your firewall "
+        "in front",
+    ),
+    (
+        {"dashboard.command": ["bin/dashboard"]},
+        "killsafe:workload.dashboard.command[0]: bin/dashboard is a relative path; use a program name (run "
+        "from systemd.venv's bin/) or an absolute path",
+    ),
+    (
+        {"dashboard.bind": ["localhost"]},
+        "killsafe:workload.dashboard.bind[0]: localhost is not an IP address; write e.g. 127.0.0.1 or ::1",
+    ),
+    (
         {"redis": {"mode": "in-cluster"}},
         "killsafe:workload.redis.mode: in-cluster is not available on target systemd; use one of local, external",
     ),
@@ -128,13 +169,21 @@ HAND_EDITS = [
     ("units/emails-worker@.service", "KillMode=mixed\n", "", "KS001 emails-worker@.service: KillMode=control-group"),
     ("units/emails-worker@.service", "WatchdogSec=30\n", "", "KS002 emails-worker@.service: no WatchdogSec="),
     ("units/emails-web.service", "MemoryMax=256M\n", "", "KS003 emails-web.service: no MemoryMax"),
+    ("units/emails-dashboard.service", "CPUQuota=10%\n", "", "KS003 emails-dashboard.service: no CPUQuota"),
     ("units/emails-redis.service", "ProtectSystem=strict\n", "", "KS005 emails-redis.service: ProtectSystem=(unset)"),
     ("units/emails-web.service", "DynamicUser=yes\n", "", "KS005 emails-web.service: runs as root"),
+    ("units/emails-dashboard.service", "DynamicUser=yes\n", "", "KS005 emails-dashboard.service: runs as root"),
     (
         "env/worker.env",
         'KILLSAFE_QUEUES="emails"',
         'KILLSAFE_QUEUES="emails"\nREDIS_PASSWORD="hunter2"',
         "KS006 worker.env: sets REDIS_PASSWORD in plain text",
+    ),
+    (
+        "units/emails-dashboard.service",
+        "LoadCredential=dashboard-users:/etc/emails/dashboard-users\n",
+        'Environment="KILLSAFE_DASHBOARD_CREDENTIALS=alice:operator:$$argon2id$$..."\n',
+        "KS006 emails-dashboard.service: sets KILLSAFE_DASHBOARD_CREDENTIALS in plain text",
     ),
     (
         "redis/redis.conf",

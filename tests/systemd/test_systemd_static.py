@@ -1,7 +1,7 @@
 """Every rendered unit through systemd's own static checks, and the renderer's values and errors.
 
 `systemd-analyze verify` must print nothing at all (it exits 0 on unknown keys and bad values, only
-printing them), and `systemd-analyze security --offline=true` must score web and worker <= 2.0. The
+printing them), and `systemd-analyze security --offline=true` must score web, worker and dashboard <= 2.0. The
 app is put where the units expect it by bind-mounting this repository's venv (real killsafe-worker
 and killsafe-web) at the install path in a private mount namespace.
 """
@@ -45,6 +45,14 @@ def external_worker_only() -> dict[str, Any]:
     return {**raw, "workload": workload}
 
 
+def dashboard_behind_a_proxy() -> dict[str, Any]:
+    """trusted-header auth (no users file, no second credential) on IPv4 and IPv6 loopback."""
+    raw = vm_stack()
+    auth = {"mode": "trusted-header", "user_header": "X-Forwarded-User", "operators": ["alice"]}
+    dashboard = {**raw["workload"]["dashboard"], "auth": auth, "bind": ["127.0.0.1", "::1"]}
+    return {**raw, "workload": {**raw["workload"], "dashboard": dashboard}}
+
+
 STACKS = {
     "vm": vm_stack(),
     "vm-user-webhook": variant(user="emails", alert_webhook_file="/etc/emails/webhook", after=["postgresql.service"]),
@@ -55,6 +63,7 @@ STACKS = {
         }
     ),
     "external-worker-only": external_worker_only(),
+    "vm-dashboard-proxy": dashboard_behind_a_proxy(),
 }
 
 
@@ -109,7 +118,7 @@ def test_security_exposure_of_web_and_worker_is_at_most_2(rendered: tuple[StackC
     with capsys.disabled():
         print(f"\n  systemd-analyze security --offline=true: {scores}")
     for name, score in scores.items():
-        if "-web." in name or "-worker@" in name:
+        if "-web." in name or "-worker@" in name or "-dashboard." in name:
             assert score <= MAX_EXPOSURE, f"{name}: exposure {score}"
 
 
@@ -184,3 +193,41 @@ def test_acceptance_render_vm_then_verify_and_security(tmp_path: Path):
             stack, units, "systemd-analyze", "security", "--offline=true", "--threshold=20", name
         )
         assert security.returncode == 0, security.stdout  # --threshold is on a 0-100 scale: 20 = exposure 2.0
+
+
+def test_the_dashboard_unit_is_internal_notify_and_reads_its_users_as_a_credential():
+    stack = config(STACKS["vm"])
+    files = {f.path.name: f.content for f in build_files(stack.workload, "stacks/Pulumi.vm.yaml")}
+    dashboard = parse_unit(files["emails-dashboard.service"])
+    service = dashboard.sections["Service"]
+    assert service["Type"] == ["notify"] and service["NotifyAccess"] == ["main"]
+    assert service["LoadCredential"] == [
+        "redis-url:/etc/emails/credentials/redis-url",
+        "dashboard-users:/etc/emails/dashboard-users",
+    ]
+    assert service["Environment"] == [
+        "REDIS_URL_FILE=%d/redis-url",
+        "KILLSAFE_DASHBOARD_CREDENTIALS_FILE=%d/dashboard-users",
+    ]
+    assert service["MemoryMax"] == ["256M"] and service["KillMode"] == ["mixed"]
+    assert dashboard.sections["Unit"]["PartOf"] == ["emails.target"]
+    assert "emails-dashboard.service" in parse_unit(files["emails.target"]).sections["Unit"]["Wants"][0].split()
+    assert 'KILLSAFE_DASHBOARD_BIND="127.0.0.1"' in files["dashboard.env"]  # loopback, IPv4 only, by default
+    assert 'KILLSAFE_DASHBOARD_PORT="8090"' in files["dashboard.env"]
+    assert "systemctl restart emails-dashboard.service" in files["install.sh"]
+    given = config(variant()).workload.model_copy(
+        update={"dashboard": stack.workload.dashboard.model_copy(update={"bind": ["10.0.1.12", "::1"]})}
+    )
+    env = {f.path.name: f.content for f in build_files(given, "s")}["dashboard.env"]
+    assert 'KILLSAFE_DASHBOARD_BIND="10.0.1.12,::1"' in env
+
+
+def test_a_dashboard_behind_an_auth_proxy_loads_no_users_file():
+    stack = config(STACKS["vm-dashboard-proxy"])
+    files = {f.path.name: f.content for f in build_files(stack.workload, "s")}
+    service = parse_unit(files["emails-dashboard.service"]).sections["Service"]
+    assert service["LoadCredential"] == ["redis-url:/etc/emails/credentials/redis-url"]
+    assert service["Environment"] == ["REDIS_URL_FILE=%d/redis-url"]
+    assert 'KILLSAFE_DASHBOARD_AUTH="trusted-header"' in files["dashboard.env"]
+    assert 'KILLSAFE_DASHBOARD_BIND="127.0.0.1,::1"' in files["dashboard.env"]
+    assert "dashboard-users" not in files["install.sh"]

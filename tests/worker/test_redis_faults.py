@@ -140,3 +140,32 @@ def test_a_rotated_password_is_picked_up_from_the_url_file(
     second = enqueue(redis_server.url, "echo", {"n": 2})
     wait_for(lambda: job_state(client(redis_server.url), second) == "completed", 20, "a job after the rotation")
     assert any(entry["msg"].startswith("the Redis URL file has new credentials") for entry in worker.logs())
+
+
+def test_a_permission_revoked_while_running_is_not_ready_at_once_then_exit_1(
+    redis_server: RedisServer, workers: WorkerFactory
+) -> None:
+    """The ACL loses EVALSHA under a running worker that holds a job: /readyz turns 503 naming the grant
+    while the worker is still alive and draining (it is not left ready), then one CRITICAL line and exit 1."""
+    user = _acl_user(redis_server, "revoked", "~*", "&*", "+@all")
+    worker = workers.start(env={contract.ENV_REDIS_URL: user, contract.ENV_LOCK_DURATION_MS: "2000"})
+    holding = enqueue(redis_server.url, "sleep", {"seconds": 6})
+    wait_for(lambda: job_state(client(redis_server.url), holding) == "active", 20, "the slow job to start")
+
+    redis_server.cli("ACL", "SETUSER", "revoked", "-evalsha", "-eval")  # lock renewals now fail with NOPERM
+    revoked = time.monotonic()
+    seen: list[tuple[int, str]] = []
+    while worker.proc.poll() is None and time.monotonic() - revoked < 30:
+        try:
+            status, body = worker.get(contract.READY_PATH)
+        except OSError:
+            break  # exited between poll() and the request
+        seen.append((status, body))
+        if status == 503:
+            break
+        time.sleep(0.1)
+    assert seen and seen[-1][0] == 503, f"never not-ready after the revocation: {seen[-3:]}"
+    assert "+evalsha" in seen[-1][1], seen[-1][1]
+    print(f"not ready {time.monotonic() - revoked:.2f} s after EVALSHA was revoked (lock renewal every 1 s)")
+    assert worker.proc.poll() is None, "not ready should come before the exit, while the job drains"
+    _exits_naming(worker, "+evalsha")

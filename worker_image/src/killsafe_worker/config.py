@@ -54,6 +54,10 @@ class WorkerSettings:
     liveness_stall_seconds: float
     startup_timeout_seconds: float
     log_level: str
+    memory_limit_mib: int | None = None
+    """KILLSAFE_MEMORY_LIMIT_MIB; the cgroup's own limit applies too (the smaller one counts)."""
+    memory_drain_percent: int | None = None
+    """KILLSAFE_MEMORY_DRAIN_PERCENT; None: derived from the limit (contract.default_memory_drain_percent)."""
     redis_url_file: str | None = None
     """Where redis_url came from, if a file: it is read again for each new connection (rotated passwords)."""
 
@@ -316,4 +320,13 @@ def load_worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
             maximum=3600,
         ),
         log_level=log_level_from_env(environ),
+        memory_limit_mib=env_int(environ, contract.ENV_MEMORY_LIMIT_MIB, 0, minimum=1, maximum=16_777_216) or None,
+        memory_drain_percent=env_int(
+            environ,
+            contract.ENV_MEMORY_DRAIN_PERCENT,
+            0,
+            minimum=contract.MIN_MEMORY_DRAIN_PERCENT,
+            maximum=contract.MEMORY_DRAIN_OFF,
+        )
+        or None,
     )

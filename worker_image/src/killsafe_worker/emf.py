@@ -21,7 +21,8 @@ CloudWatch period holds exactly one sample per worker), and once more when the w
                       killsafe_last_job_completed_timestamp_seconds (when one completed)
     Queue, State      killsafe_queue_jobs (the sampled gauge; every worker reports the same value)
     Queue, Reason     killsafe_jobs_interrupted_total (increase)
-    Tier=worker       killsafe_worker_ready (1/0; not in the exit line, so a minute never counts a worker twice)
+    Tier=worker       killsafe_worker_ready (1/0; not in the exit line, so a minute never counts a worker twice),
+                      killsafe_memory_pressure_restarts_total (increase, only when non-zero: the exit line)
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ class EmfPublisher:
                     samples, contract.METRIC_JOBS_INTERRUPTED, (("queue", queue), ("reason", reason))
                 )
                 emit({QUEUE: queue, REASON: reason}, [(contract.METRIC_JOBS_INTERRUPTED, interrupted, COUNT)])
+        restarts = self._increase(samples, contract.METRIC_MEMORY_PRESSURE_RESTARTS, ())
+        if restarts:  # the exit's final line carries it: the drain is often shorter than a flush interval
+            tier = {contract.EMF_TIER_DIMENSION: contract.EMF_WORKER_TIER}
+            emit(tier, [(contract.METRIC_MEMORY_PRESSURE_RESTARTS, restarts, COUNT)])
         if not final:
             ready = samples.get((contract.METRIC_WORKER_READY, ()), 0.0)
             emit({contract.EMF_TIER_DIMENSION: contract.EMF_WORKER_TIER}, [(contract.METRIC_WORKER_READY, ready, NONE)])

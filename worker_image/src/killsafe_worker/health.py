@@ -87,6 +87,8 @@ class HealthState:
     """True while the worker refuses to claim jobs (unsafe eviction policy, Redis out of memory)."""
     redis_oom: str | None = None
     """Set while Redis refuses writes because it reached maxmemory (noeviction): an infrastructure fault."""
+    memory_pressure: str | None = None
+    """Set once memory passed the drain threshold: draining to exit for a restart."""
     fatal: str | None = None
     """An unrecoverable problem (a missing ACL permission): not ready until the process exits."""
     last_tick: float = field(default_factory=time.monotonic)
@@ -139,6 +141,8 @@ class HealthState:
             problems.append("shutting down")
         if self.fatal is not None:
             problems.append(f"unrecoverable: {self.fatal}")
+        if self.memory_pressure is not None:
+            problems.append(f"memory above the drain threshold ({self.memory_pressure}): draining to restart")
         if self.redis_error is not None:
             problems.append(f"redis: {self.redis_error}")
         if self.redis_oom is not None:

@@ -96,6 +96,21 @@ class WorkerMetrics:
         self.worker_ready = Gauge(
             contract.METRIC_WORKER_READY, "1 while the readiness probe answers 200.", registry=self.registry
         )
+        self.memory_pressure_restarts = Counter(
+            _base(contract.METRIC_MEMORY_PRESSURE_RESTARTS),
+            "1 once this process passed its memory drain threshold and drains to exit for a restart.",
+            registry=self.registry,
+        )
+        self.memory = Gauge(
+            contract.METRIC_WORKER_MEMORY,
+            "Working set of the worker's cgroup (worker and job children; usage minus inactive file cache).",
+            registry=self.registry,
+        )
+        self.memory_limit = Gauge(
+            contract.METRIC_WORKER_MEMORY_LIMIT,
+            "Memory limit the drain threshold applies to (0: unknown, no drain).",
+            registry=self.registry,
+        )
         self.queues: dict[str, QueueMetrics] = {}
         for queue in queues:
             bound = QueueMetrics(

@@ -19,6 +19,12 @@ Lifecycle:
            them at once; if Redis cannot be reached their locks expire and the stalled-job check
            re-queues them), counted as interrupted, exit 3. Every await here is bounded, so the
            process ends by the deadline plus a few seconds even while Redis is unreachable.
+  memory   sampled every 0.5 s from the worker's cgroup (memory.py). Past KILLSAFE_MEMORY_DRAIN_PERCENT
+           of the limit: the SIGTERM drain, started by the worker itself (not ready, nothing new claimed,
+           in-flight jobs finish until the drain deadline), then exit 4 so the supervisor restarts it
+           with fresh memory before the kernel's OOM killer kills a job mid-flight. If memory still
+           climbs to halfway between the threshold and the limit, the remaining jobs are handed back at
+           once (interrupted, reason memory_pressure, no attempt used).
   failure  a processing loop that dies (B4) or any supervision task that fails -> drain, exit 1.
 """
 
@@ -65,6 +71,7 @@ from killsafe_worker.health import (
     start_health_server,
 )
 from killsafe_worker.logs import bind_log_fields, configure_logging, unbind_log_fields
+from killsafe_worker.memory import CgroupMemory, effective_limit_bytes
 from killsafe_worker.metrics import WorkerMetrics
 from killsafe_worker.notify import SystemdNotifier
 from killsafe_worker.redis_auth import UrlFileCredentials, authenticate_with
@@ -94,6 +101,8 @@ CANCEL_GRACE_SECONDS = 5.0
 reaped within it); past budget + grace the slot counts as stuck for liveness."""
 BIND_RETRY_SECONDS = 0.25
 """How often a busy health port is retried within the startup budget."""
+MONITORS = ("redis probe", "supervision tick", "memory monitor")
+"""Supervision tasks that keep running while draining (the memory monitor: to hand jobs back in time)."""
 _MISSING_COMMAND = re.compile(r"run the '([^']+)' command")
 
 
@@ -106,6 +115,17 @@ class InFlightJob:
     queue: str
     task: asyncio.Task[Any]
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class MemoryWatch:
+    """What the memory monitor compares each sample with (bytes); drain_bytes None: drain off."""
+
+    reader: CgroupMemory
+    limit_bytes: int
+    drain_percent: int
+    drain_bytes: int | None
+    critical_bytes: int | None
 
 
 class JobTimedOut(Exception):
@@ -195,6 +215,9 @@ class WorkerRuntime:
         self.background: set[asyncio.Future[Any]] = set()
         self.claiming_blocked: set[str] = set()
         """Why claiming is paused right now: "eviction" (unsafe policy) and/or "oom"."""
+        self.interrupt_reason = "shutdown_deadline"
+        """What jobs handed back by the drain are counted as: "memory_pressure" when memory started it."""
+        self.memory_draining = False
 
     def _in_flight_counter(self, queue: str) -> Callable[[], int]:
         def count() -> int:
@@ -291,6 +314,9 @@ class WorkerRuntime:
             await self._pause_claiming()
         supervision[asyncio.ensure_future(self._probe_loop())] = "redis probe"
         supervision[tick] = "supervision tick"
+        watch = self._memory_watch()
+        if watch is not None:
+            supervision[asyncio.ensure_future(self._memory_loop(watch))] = "memory monitor"
         self.health.started = True
         log.info(
             "worker started",
@@ -320,7 +346,7 @@ class WorkerRuntime:
         stop.cancel()
         # The probe and the tick keep running while draining: /livez, /metrics and the systemd
         # watchdog stay truthful until the very end.
-        monitors = [task for task, role in supervision.items() if role in ("redis probe", "supervision tick")]
+        monitors = [task for task, role in supervision.items() if role in MONITORS]
         processing = [task for task in supervision if task not in done and task not in monitors]
         code = await self._shutdown(processing)
         for task in monitors:
@@ -425,13 +451,27 @@ class WorkerRuntime:
             except Exception:
                 log.exception("error-listener failed")
 
+        lost_claims: set[tuple[str, str]] = set()
+        """(job id, lock token) of claims whose lost lock was already counted."""
+
         def on_lock_renewal_failed(job_ids: list[str]) -> None:
             """Another worker may now re-run these jobs (their idempotency markers prevent a second
-            side effect); counted so a lock lifetime too short for the workload shows on dashboards."""
+            side effect); counted so a lock lifetime too short for the workload shows on dashboards.
+            bullmq keeps renewing a lost lock, failing again every lockDuration/2: each claim counts once."""
             try:
-                for _ in job_ids:
+                tracked = worker.lockManager.tracked_jobs
+                claims = {job_id: str((tracked.get(job_id) or {}).get("token", "")) for job_id in tracked}
+                lost_claims.intersection_update(claims.items())  # forget claims that are finished
+                newly_lost = []
+                for job_id in dict.fromkeys(str(job_id) for job_id in job_ids):
+                    claim = (job_id, claims.get(job_id, ""))
+                    if claim in lost_claims:
+                        continue
+                    lost_claims.add(claim)
+                    newly_lost.append(job_id)
                     self.metrics.job_interrupted(queue, "lock_lost")
-                log.warning("job locks lost", extra={"queue": queue, "jobIds": list(job_ids)})
+                if newly_lost:
+                    log.warning("job locks lost", extra={"queue": queue, "jobIds": newly_lost})
             except Exception:
                 log.exception("lockRenewalFailed-listener failed")
 
@@ -461,8 +501,9 @@ class WorkerRuntime:
                 if not self.interrupting:
                     raise
                 task.uncancel()
-                await self._hand_back(job, token, queue, "shutdown_deadline", self.handback_deadline)
-                raise DelayedError("interrupted at the drain deadline; handed back to the queue") from None
+                await self._hand_back(job, token, queue, self.interrupt_reason, self.handback_deadline)
+                reason = self.interrupt_reason
+                raise DelayedError(f"interrupted by the drain ({reason}); handed back to the queue") from None
             except ChildFailed as err:
                 if err.reason in contract.INTERRUPT_REASONS:
                     metrics.job_interrupted(queue, err.reason)
@@ -695,6 +736,79 @@ class WorkerRuntime:
                     log.warning("not live: %s", "; ".join(report["problems"]))
                 was_live = live
 
+    # --- memory -----------------------------------------------------------------------------------
+
+    def _memory_watch(self) -> MemoryWatch | None:
+        """The cgroup, its limit and the thresholds; None (logged once) when no limit is known."""
+        reader = CgroupMemory.locate()
+        limit = effective_limit_bytes(self.settings.memory_limit_mib, reader.limit_bytes() if reader else None)
+        if reader is None or limit is None:
+            self.metrics.memory_limit.set(0)
+            log.info(
+                "memory limit unknown (no memory cgroup with a limit, %s unset): no drain before an OOM kill",
+                contract.ENV_MEMORY_LIMIT_MIB,
+            )
+            return None
+        percent = self.settings.memory_drain_percent or contract.default_memory_drain_percent(limit / 2**20)
+        drains = percent < contract.MEMORY_DRAIN_OFF
+        watch = MemoryWatch(
+            reader=reader,
+            limit_bytes=limit,
+            drain_percent=percent,
+            drain_bytes=int(limit * percent / 100) if drains else None,
+            critical_bytes=int(limit * contract.memory_critical_percent(percent) / 100) if drains else None,
+        )
+        self.metrics.memory_limit.set(limit)
+        log.info(
+            "memory limit %d MiB (cgroup v%d %s): %s",
+            limit // 2**20,
+            reader.cgroup.version,
+            reader.cgroup.directory,
+            f"drain and restart above {percent} %" if drains else "drain before an OOM kill is off",
+            extra={"memoryLimitBytes": limit, "memoryDrainPercent": percent},
+        )
+        return watch
+
+    async def _memory_loop(self, watch: MemoryWatch) -> None:
+        """Sample the cgroup every MEMORY_SAMPLE_SECONDS; a few sysfs reads, never a wait on a job."""
+        while True:
+            await asyncio.sleep(contract.MEMORY_SAMPLE_SECONDS)
+            try:
+                used = watch.reader.usage_bytes()
+            except (OSError, ValueError):
+                continue  # a cgroup file that cannot be read now; the next sample tries again
+            self.metrics.memory.set(used)
+            self._check_memory(used, watch)
+
+    def _check_memory(self, used: int, watch: MemoryWatch) -> None:
+        if watch.drain_bytes is None or watch.critical_bytes is None:
+            return
+        fields = {"memoryBytes": used, "memoryLimitBytes": watch.limit_bytes, "inFlight": len(self.in_flight)}
+        if not self.memory_draining and not self.stop_requested.is_set() and used >= watch.drain_bytes:
+            self.memory_draining = True
+            self.interrupt_reason = "memory_pressure"
+            self.metrics.memory_pressure_restarts.inc()
+            self.health.memory_pressure = f"{used // 2**20} MiB of {watch.limit_bytes // 2**20} MiB"
+            log.warning(
+                "memory pressure: %d MiB of %d MiB is above the drain threshold (%d %%): no new jobs are "
+                "claimed, in-flight jobs may finish, then exit %d for a restart before an OOM kill",
+                used // 2**20,
+                watch.limit_bytes // 2**20,
+                watch.drain_percent,
+                contract.EXIT_MEMORY_PRESSURE,
+                extra=fields,
+            )
+            self._request_stop()
+            self._publish_readiness()
+        elif self.memory_draining and not self.hurry.is_set() and used >= watch.critical_bytes:
+            log.warning(
+                "memory still rising while draining (%d MiB of %d MiB): handing in-flight jobs back now",
+                used // 2**20,
+                watch.limit_bytes // 2**20,
+                extra=fields,
+            )
+            self.hurry.set()
+
     # --- shutdown ---------------------------------------------------------------------------------
 
     async def _shutdown(self, running: list[asyncio.Future[Any]]) -> int:
@@ -718,13 +832,18 @@ class WorkerRuntime:
         await self._bounded(self.probe_redis.delete(self.registry_key), self._close_budget())
         if interrupted:
             log.warning(
-                "drain deadline passed: %d job(s) interrupted; another worker re-runs them",
+                "drain %s: %d job(s) interrupted; another worker re-runs them",
+                "for memory ended early" if self.memory_draining else "deadline passed",
                 interrupted,
                 extra={
                     "drainSeconds": self.settings.shutdown_timeout_seconds,
-                    contract.METRIC_JOBS_INTERRUPTED: self.metrics.interrupted_total("shutdown_deadline"),
+                    contract.METRIC_JOBS_INTERRUPTED: self.metrics.interrupted_total(self.interrupt_reason),
                 },
             )
+        if self.memory_draining:
+            log.warning("drained for memory: exiting for a restart with fresh memory", extra={"exitCode": 4})
+            return contract.EXIT_MEMORY_PRESSURE
+        if interrupted:
             return contract.EXIT_DRAIN_DEADLINE
         log.info("drained: stopped cleanly")
         return contract.EXIT_OK
@@ -749,7 +868,7 @@ class WorkerRuntime:
                 for job, _token in list(worker.jobs):
                     if (queue, str(job.id)) not in victims:
                         stuck_jobs += 1
-                        self.metrics.job_interrupted(queue, "shutdown_deadline")
+                        self.metrics.job_interrupted(queue, self.interrupt_reason)
                 worker.cancelProcessing()
             interrupted += stuck_jobs
             log.warning(

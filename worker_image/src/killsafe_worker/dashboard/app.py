@@ -35,6 +35,7 @@ from killsafe_worker.dashboard.csrf import FIELD as CSRF_FIELD
 from killsafe_worker.dashboard.csrf import CsrfTokens
 from killsafe_worker.dashboard.ratelimit import RetryBudget
 from killsafe_worker.dashboard.settings import DashboardSettings
+from killsafe_worker.notify import SystemdNotifier
 from killsafe_worker.web import AccessLogger
 
 log = logging.getLogger("killsafe.dashboard")
@@ -526,7 +527,8 @@ def create_app(settings: DashboardSettings, authenticator: Authenticator | None 
 
 async def serve(settings: DashboardSettings, authenticator: Authenticator | None = None) -> int:
     """Listen on the dashboard port (every address, IPv4 and IPv6, unless KILLSAFE_DASHBOARD_BIND narrows
-    it) until SIGTERM/SIGINT."""
+    it) until SIGTERM/SIGINT. Under systemd (NOTIFY_SOCKET set, `Type=notify`) it sends READY=1 once
+    every address listens, so `systemctl start` returns only then, and STOPPING=1 on SIGTERM."""
     app = create_app(settings, authenticator)
     runner = web.AppRunner(
         app,
@@ -556,7 +558,11 @@ async def serve(settings: DashboardSettings, authenticator: Authenticator | None
             "queues": list(settings.queues),
         },
     )
+    notifier = SystemdNotifier()
+    notifier.notify("READY=1", f"STATUS=listening on port {settings.port} ({', '.join(settings.bind or ['*'])})")
     await stop.wait()
+    notifier.notify("STOPPING=1")
+    notifier.close()
     await runner.cleanup()
     log.info("stopped")
     return contract.EXIT_OK
