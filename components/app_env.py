@@ -51,11 +51,14 @@ def web_tier(spec: WorkloadSpec) -> WebSpec:
     return spec.web
 
 
-def web_env(spec: WorkloadSpec, redis_url_file: str | None) -> dict[str, str]:
+def web_env(spec: WorkloadSpec, redis_url_file: str | None, metrics_port: int | None = None) -> dict[str, str]:
+    """`metrics_port`: where the target scrapes the web's metrics (set explicitly, so the port the
+    platform opens is the one the app binds); None leaves the app's default (contract.WEB_METRICS_PORT)."""
     web = web_tier(spec)
     own = {
         **shared_env(spec, redis_url_file),
         contract.ENV_WEB_PORT: str(web.port),
+        **({contract.ENV_WEB_METRICS_PORT: str(metrics_port)} if metrics_port is not None else {}),
         contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: str(web_budget(web).request_drain_seconds),
     }
     return with_user_env(spec, own)

@@ -15,6 +15,9 @@ HEALTH_PORT: Final = 8080
 """Worker health/metrics HTTP port (env KILLSAFE_HEALTH_PORT overrides)."""
 WEB_PORT: Final = 8000
 """Default port of the reference web app (env KILLSAFE_WEB_PORT overrides)."""
+WEB_METRICS_PORT: Final = 8001
+"""The web app's METRICS_PATH, on a port of its own (env KILLSAFE_WEB_METRICS_PORT overrides; 0: off), so the
+public port and whatever routes to it (Service, load balancer) never expose internals."""
 REDIS_PORT: Final = 6379
 
 READY_PATH: Final = "/readyz"
@@ -44,6 +47,7 @@ ENV_KEY_PREFIX: Final = "KILLSAFE_KEY_PREFIX"
 """BullMQ's Redis key prefix (Node's `prefix` option): workers, web, DLQ tools, autoscalers agree on it."""
 ENV_HEALTH_PORT: Final = "KILLSAFE_HEALTH_PORT"
 ENV_WEB_PORT: Final = "KILLSAFE_WEB_PORT"
+ENV_WEB_METRICS_PORT: Final = "KILLSAFE_WEB_METRICS_PORT"
 ENV_SHUTDOWN_TIMEOUT_SECONDS: Final = "KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS"
 """The worker's own drain deadline after SIGTERM; always below the platform's kill deadline."""
 ENV_LOCK_DURATION_MS: Final = "KILLSAFE_LOCK_DURATION_MS"
@@ -176,6 +180,23 @@ SIDE_EFFECTS_LIST: Final = "killsafe:side-effects"
 # --- Redis safety ---------------------------------------------------------------------------------
 SAFE_MAXMEMORY_POLICIES: Final = frozenset({"noeviction"})
 """A queue's keys must never be evicted: the worker refuses readiness under any other policy."""
+
+# --- The web app's metrics (served on WEB_METRICS_PORT only, never on the public port) --------------
+METRIC_WEB_REQUESTS: Final = "killsafe_web_requests_total"
+"""Counter labelled {route, method, status}: route is the route template (`/jobs/{job_id}`), or
+WEB_UNMATCHED_ROUTE for a path no route matched, so a scanner cannot create a series per URL."""
+METRIC_WEB_REQUEST_DURATION: Final = "killsafe_web_request_duration_seconds"
+"""Histogram labelled {route, method}: time from the request reaching the app to its answer."""
+METRIC_WEB_REQUESTS_IN_FLIGHT: Final = "killsafe_web_requests_in_flight"
+METRIC_WEB_JOBS_SUBMITTED: Final = "killsafe_web_jobs_submitted_total"
+"""Counter labelled {queue, outcome} for outcome in WEB_JOB_OUTCOMES: what became of each POST /jobs."""
+METRIC_WEB_READY: Final = "killsafe_web_ready"
+"""1 while the web app's READY_PATH would answer 200 (not draining, Redis answers)."""
+WEB_UNMATCHED_ROUTE: Final = "unmatched"
+WEB_JOB_OUTCOMES: Final = ("enqueued", "duplicate", "conflict", "invalid", "draining", "redis_unavailable")
+"""enqueued: 202, a new job; duplicate: 200, the idempotency key's job already existed with the same payload;
+conflict: 409, the key was used for another job; invalid: 400/413, not a job; draining: 503, shutting down;
+redis_unavailable: 503, the add failed or timed out (it may or may not have reached Redis)."""
 
 # --- Metric names (one contract for dashboards, alerts and autoscaling on every target) -----------
 METRIC_JOBS_COMPLETED: Final = "killsafe_jobs_completed_total"

@@ -207,6 +207,15 @@ class WebSpec(Strict):
         default=5, ge=0, le=60, description="delay before SIGTERM so load balancers stop routing first"
     )
 
+    @field_validator("port")
+    @classmethod
+    def _not_the_metrics_port(cls, port: int) -> int:
+        if port == contract.WEB_METRICS_PORT:
+            raise ValueError(
+                f"is the web app's own metrics port (never public); choose another port, e.g. {contract.WEB_PORT}"
+            )
+        return port
+
 
 class AutoscalingSpec(Strict):
     """Queue autoscaling: worker count follows the jobs waiting, prioritized, delayed and active.

@@ -109,8 +109,10 @@ def test_render_dev_shows_args_cluster_dns_and_a_web_ingress_source(tmp_path: Pa
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
             }
         ]
-    [ingress] = policies["emails-web"]["ingress"]
+    ingress, scrapers = policies["emails-web"]["ingress"]
     assert ingress["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    assert scrapers["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert scrapers["ports"] == [{"protocol": "TCP", "port": 8001}]  # the web's metrics port, not the public one
 
 
 def test_check_finds_hand_edits_in_rendered_files(tmp_path: Path) -> None:

@@ -48,6 +48,11 @@ DELETE = object()
 SRC = "{stacks}/Pulumi.bad.yaml"
 
 CASES = {
+    "web port is the metrics port": (
+        _with("web.port", 8001),
+        "killsafe:workload.web.port: 8001 is the web app's own metrics port (never public); choose another port, "
+        "e.g. 8000",
+    ),
     "typo key": (
         _with("worker.concurency_per_queue", 10),
         "killsafe:workload.worker.concurency_per_queue: 10 is not a known key; did you mean concurrency_per_queue?",

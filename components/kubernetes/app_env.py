@@ -29,7 +29,7 @@ def worker_env(spec: WorkloadSpec) -> dict[str, str]:
 
 
 def web_env(spec: WorkloadSpec) -> dict[str, str]:
-    return app_env.web_env(spec, redis_url_file())
+    return app_env.web_env(spec, redis_url_file(), contract.WEB_METRICS_PORT)
 
 
 def dashboard_credentials_file() -> str:

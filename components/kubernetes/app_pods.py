@@ -37,8 +37,10 @@ def app_container(
     memory_mib: int,
     cpu_millicores: int,
     extra_mounts: Sequence[dict[str, Any]] = (),
+    extra_ports: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The tier's container from the workload image: probes on their port, Redis URL as a mounted file."""
+    """The tier's container from the workload image: probes on their port, Redis URL as a mounted file.
+    `extra_ports` are further named container ports (the web's metrics port), never in a Service."""
     process: dict[str, list[str]] = {"args": list(command)}
     if entrypoint is not None:
         process = {"command": list(entrypoint), **process}
@@ -48,7 +50,7 @@ def app_container(
         "imagePullPolicy": pods.image_pull_policy(spec.image),
         **process,
         "env": pods.env_list(env),
-        "ports": [{"name": port_name, "containerPort": probes.port, "protocol": "TCP"}],
+        "ports": [{"name": port_name, "containerPort": probes.port, "protocol": "TCP"}, *extra_ports],
         **probes.manifest(),
         "resources": pods.resources(memory_mib, cpu_millicores),
         "securityContext": pods.container_security_context(),

@@ -11,6 +11,7 @@ from typing import Any
 from killsafe import contract
 from killsafe.budget import shutdown_budget
 from killsafe.checks import Finding, RuleSet, memory_per_job_warning
+from killsafe.kubernetes.web import METRICS_PORT_NAME as WEB_METRICS_PORT_NAME
 from killsafe.spec import WorkloadSpec
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -172,6 +173,22 @@ def _split(spec: WorkloadSpec, manifests: list[Manifest]) -> Iterator[Finding]:
             yield Finding("KS004", _ref(service), "selects worker pods: workers take no traffic")
         if selector.get(COMPONENT_LABEL) == "dashboard" or _selects(selector, dashboards):
             yield from _dashboard_exposure(spec, service, _selects(selector, webs))
+        if selector.get(COMPONENT_LABEL) == "web" or _selects(selector, webs):
+            yield from _web_metrics_exposure(service)
+
+
+def _web_metrics_exposure(service: Manifest) -> Iterator[Finding]:
+    """The web's metrics port is for the scraper (PodMonitor, pod IPs), never behind a Service."""
+    for port in service.get("spec", {}).get("ports", []) or []:
+        targets = {port.get("port"), port.get("targetPort")}
+        if contract.WEB_METRICS_PORT in targets or WEB_METRICS_PORT_NAME in targets:
+            yield Finding(
+                "KS004",
+                _ref(service),
+                f"exposes the web app's metrics port {contract.WEB_METRICS_PORT}: Prometheus scrapes it on the pods "
+                "(PodMonitor); a Service would hand internals to whatever reaches the web",
+            )
+            return
 
 
 def _selects(selector: dict[str, Any], deployments: list[Manifest]) -> bool:

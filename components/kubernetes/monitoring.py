@@ -17,6 +17,8 @@ from killsafe.kubernetes.labels import common_labels, object_meta, selector_labe
 from killsafe.kubernetes.redis_access import exporter_selector
 from killsafe.kubernetes.redis_exporter import PORT_NAME as EXPORTER_PORT_NAME
 from killsafe.kubernetes.redis_exporter import exporter_name
+from killsafe.kubernetes.web import METRICS_PORT_NAME as WEB_METRICS_PORT_NAME
+from killsafe.kubernetes.web import web_name
 from killsafe.kubernetes.worker import HEALTH_PORT_NAME, worker_name
 from killsafe.observability.alerts import KSM_DEPLOYMENT_REPLICAS, AlertTiming, Selectors, duration, matchers
 from killsafe.observability.dashboard import dashboard_json
@@ -48,6 +50,7 @@ def selectors(spec: WorkloadSpec) -> Selectors:
         expected = f"max({desired_replicas(ns, worker)})"
     return Selectors(
         worker=matchers(namespace=ns, job=job_label(ns, worker)),
+        web=matchers(namespace=ns, job=job_label(ns, web_name(spec))) if spec.web is not None else None,
         expected_workers=expected,
         kube_state=f'namespace="{ns}",pod=~"{worker}-[a-z0-9]+-[a-z0-9]+",container="worker"',
         redis=redis,
@@ -90,8 +93,11 @@ def pod_monitor(spec: WorkloadSpec, name: str, selector: dict[str, str], port: s
 
 
 def pod_monitors(spec: WorkloadSpec) -> list[dict[str, Any]]:
-    """The workers' /metrics (the web app serves none), and the Redis exporter's when enabled."""
+    """The workers' /metrics, the web app's (on its metrics port, its own PodMonitor so its `job` and
+    `up` never count as workers), and the Redis exporter's when enabled."""
     monitors = [pod_monitor(spec, worker_name(spec), selector_labels(spec, "worker"), HEALTH_PORT_NAME)]
+    if spec.web is not None:
+        monitors.append(pod_monitor(spec, web_name(spec), selector_labels(spec, "web"), WEB_METRICS_PORT_NAME))
     if spec.redis.exporter.enabled:
         monitors.append(pod_monitor(spec, exporter_name(spec), exporter_selector(spec), EXPORTER_PORT_NAME))
     return monitors

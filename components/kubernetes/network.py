@@ -1,6 +1,7 @@
 """NetworkPolicies: default-deny for every pod of the workload, then exactly the flows it needs.
 
     web     <- `kubernetes.web_ingress_from` on the web port      -> DNS, Redis, `egress` rules for web
+            <- `kubernetes.monitoring_namespace` on the web metrics port (contract.WEB_METRICS_PORT)
     worker  <- `kubernetes.monitoring_namespace` on the health port -> DNS, Redis, `egress` rules for worker
               (Prometheus scrapes /metrics from there; workers serve nothing else)
     dashboard <- `dashboard.allowed_from` on the dashboard port (nobody when empty: port-forward only)
@@ -124,9 +125,17 @@ def default_deny(spec: WorkloadSpec) -> dict[str, Any]:
     return _policy(spec, f"{spec.name}-default-deny", {"matchLabels": app_pod_selector(spec)})
 
 
+def scrapers(spec: WorkloadSpec) -> dict[str, Any]:
+    """Prometheus's namespace: the only peer of the worker's and the web's metrics ports."""
+    return {"namespaceSelector": namespace_selector(spec.kubernetes.monitoring_namespace)}
+
+
 def web_policy(spec: WorkloadSpec, port: int) -> dict[str, Any]:
+    """The web port from `web_ingress_from` only; the metrics port from the monitoring namespace only
+    (a `web_ingress_from` peer, the ingress controller say, never reaches the metrics)."""
     sources = [entry for peer in spec.kubernetes.web_ingress_from for entry in peers(peer)]
     ingress = [{"from": sources, "ports": [_port(port)]}] if sources else []
+    ingress.append({"from": [scrapers(spec)], "ports": [_port(contract.WEB_METRICS_PORT)]})
     return _policy(
         spec,
         f"{spec.name}-web",
@@ -137,12 +146,11 @@ def web_policy(spec: WorkloadSpec, port: int) -> dict[str, Any]:
 
 
 def worker_policy(spec: WorkloadSpec) -> dict[str, Any]:
-    scrapers = {"namespaceSelector": namespace_selector(spec.kubernetes.monitoring_namespace)}
     return _policy(
         spec,
         f"{spec.name}-worker",
         {"matchLabels": selector_labels(spec, "worker")},
-        ingress=[{"from": [scrapers], "ports": [_port(spec.worker.health_port)]}],
+        ingress=[{"from": [scrapers(spec)], "ports": [_port(spec.worker.health_port)]}],
         egress=app_egress(spec, "worker"),
     )
 

@@ -134,6 +134,9 @@ class Selectors:
 
     worker: str
     """The workers' own /metrics series (every contract metric, and their `up`)."""
+    web: str | None = field(default=None, kw_only=True)
+    """The web app's /metrics series (its metrics port), when the workload has a web tier and the target
+    scrapes it (keyword-only: the positional order of the other sources stays as it was)."""
     expected_workers: str | None = None
     """PromQL for the platform's desired worker count (autoscaling); None: the spec's fixed count."""
     kube_state: str | None = None

@@ -3,8 +3,9 @@
 Panels read the same contract metrics the alerts do, through the same `Selectors`, so a dashboard
 never shows a series the alerts do not see: depth by state, throughput, failure ratio, duration
 quantiles, interrupted and timed-out jobs, readiness, worker memory, restarts (kube-state-metrics, or
-node_exporter's systemd collector on VMs) and Redis memory (when an exporter exists). The result is plain
-dashboard JSON, for any target's Grafana.
+node_exporter's systemd collector on VMs), Redis memory (when an exporter exists), and the web tier when
+the target scrapes it (requests, 5xx ratio, POST outcomes, readiness). The result is plain dashboard
+JSON, for any target's Grafana.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from killsafe.spec import WorkloadSpec
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
 QUEUE = 'queue=~"$queue"'
+SERVER_ERRORS = 'status=~"5.."'
 
 
 def dashboard_uid(spec: WorkloadSpec, scope: str) -> str:
@@ -226,8 +228,55 @@ def build_dashboard(spec: WorkloadSpec, selectors: Selectors, scope: str) -> dic
                 _query(f"max({REDIS_MEMORY_MAX}{r})", "maxmemory"),
             )
         )
+    if selectors.web is not None:
+        board = _web_panels(board, selectors.web)
     encoded: dict[str, Any] = json.loads(json.dumps(board.build(), cls=JSONEncoder))
     return encoded
+
+
+def _web_panels(board: dashboard.Dashboard, w: str) -> dashboard.Dashboard:
+    """The web tier from its own metrics port: traffic, server errors, what became of each POST, readiness."""
+    requests = f"rate({contract.METRIC_WEB_REQUESTS}{_sel(w)}[{RATE}])"
+    errors = f"rate({contract.METRIC_WEB_REQUESTS}{_sel(w, SERVER_ERRORS)}[{RATE}])"
+    submitted = f"rate({contract.METRIC_WEB_JOBS_SUBMITTED}{_sel(w, QUEUE)}[{RATE}])"
+    return (
+        board.with_row(dashboard.Row("Web"))
+        .with_panel(
+            _series(
+                "Web requests",
+                "Requests answered per second, by route template and status code (all web pods).",
+                "reqps",
+                _query(f"sum by (route, status) ({requests})", "{{route}} {{status}}"),
+            )
+        )
+        .with_panel(
+            _series(
+                "Web 5xx ratio",
+                "Server errors over all answers. 503s on POST /jobs mean Redis was unreachable or the pod was "
+                "draining (see Jobs submitted by outcome).",
+                "percentunit",
+                _query(f"(sum({errors}) or vector(0)) / sum({requests})", "5xx"),  # 0, not "no data", without errors
+            )
+        )
+        .with_panel(
+            _series(
+                "Jobs submitted by outcome",
+                "POST /jobs per second: enqueued, duplicate (a retried POST), conflict, invalid, draining, "
+                "redis_unavailable.",
+                "ops",
+                _query(f"sum by (queue, outcome) ({submitted})", "{{queue}} {{outcome}}"),
+            )
+        )
+        .with_panel(
+            _series(
+                "Web pods ready",
+                "Web pods scraped, and those whose readiness passes (not draining, Redis answers).",
+                "short",
+                _query(f"sum({contract.METRIC_WEB_READY}{_sel(w)})", "ready"),
+                _query(f"count(up{_sel(w)} == 1)", "scraped"),
+            )
+        )
+    )
 
 
 def dashboard_json(spec: WorkloadSpec, selectors: Selectors, scope: str) -> str:

@@ -108,7 +108,7 @@ def test_the_recipe_exposes_and_names_every_command_and_port() -> None:
     text = DOCKERFILE.read_text()
     (expose,) = [line for line in text.splitlines() if line.startswith("EXPOSE ")]
     assert set(expose.split()[1:]) == {
-        str(p) for p in (contract.HEALTH_PORT, contract.WEB_PORT, contract.DASHBOARD_PORT)
+        str(p) for p in (contract.HEALTH_PORT, contract.WEB_PORT, contract.WEB_METRICS_PORT, contract.DASHBOARD_PORT)
     }
     (description,) = [line for line in text.splitlines() if "org.opencontainers.image.description=" in line]
     for command in ("killsafe-web", contract.DASHBOARD_COMMAND):

@@ -242,6 +242,7 @@ def test_order_is_dependencies_first_and_output_is_deterministic() -> None:
         "NetworkPolicy",
         "NetworkPolicy",  # the dashboard's
         "PodMonitor",
+        "PodMonitor",  # the web's metrics port
         "PrometheusRule",
         "ConfigMap",
     ]

@@ -113,10 +113,12 @@ def _wait_listening(host: str, port: int, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
-def _app(tier: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The tier's process as its built container runs it (args and env), Redis URL pointed nowhere."""
+def _app(tier: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """The tier's process as its built container runs it (args and env), Redis URL pointed nowhere;
+    its ports (the web's metrics port too) moved to free ones."""
     built = container(build_manifests(make_spec()), "Deployment", f"emails-{tier}")
     port = free_port()
+    moved = {contract.ENV_WEB_METRICS_PORT: str(free_port())} if tier == "web" else {}
     url_file = tmp_path / f"{tier}-redis-url"
     url_file.write_text(f"redis://127.0.0.1:{free_port()}/0")
     env = {
@@ -124,18 +126,20 @@ def _app(tier: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
         **{e["name"]: e["value"] for e in built["env"]},
         contract.ENV_REDIS_URL_FILE: str(url_file),
         contract.ENV_HEALTH_PORT if tier == "worker" else contract.ENV_WEB_PORT: str(port),
+        **moved,
     }
     [command] = built["args"]
     proc = subprocess.Popen([str(WORKER_BIN.with_name(command))], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
-    return proc, port
+    return proc, [port, *map(int, moved.values())]
 
 
 @pytest.mark.parametrize("tier", ["web", "worker"])
 def test_app_probe_port_answers_on_ipv6(tier: str, tmp_path: Path) -> None:
-    proc, port = _app(tier, tmp_path)
+    proc, ports = _app(tier, tmp_path)
     try:
-        _wait_listening("127.0.0.1", port, timeout=60)
-        _wait_listening("::1", port, timeout=2)
+        for port in ports:  # the web's metrics port too: Prometheus scrapes the pod IP, IPv6 on an IPv6 cluster
+            _wait_listening("127.0.0.1", port, timeout=60)
+            _wait_listening("::1", port, timeout=2)
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -9,6 +9,7 @@ import pytest
 from killsafe import contract
 from killsafe.config import ConfigError, parse_stack_config
 from killsafe.kubernetes.build import build_manifests
+from killsafe.kubernetes.checks import check_kubernetes
 from tests.kubernetes.k8s_specs import BASE, all_variant_manifests, find, make_spec
 
 
@@ -157,6 +158,12 @@ def test_egress_allow_list_reaches_only_the_tiers_it_names() -> None:
     assert len(find(build_manifests(make_spec()), "NetworkPolicy", "emails-worker")["spec"]["egress"]) == 2
 
 
+WEB_METRICS_RULE = {
+    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    "ports": [{"protocol": "TCP", "port": contract.WEB_METRICS_PORT}],
+}
+
+
 def test_web_ingress_only_from_the_configured_sources() -> None:
     """Issue 7.4: any pod in any namespace could POST /jobs; the default is the ingress controller's namespace."""
     default = find(build_manifests(make_spec(web={"port": 8443})), "NetworkPolicy", "emails-web")
@@ -164,7 +171,8 @@ def test_web_ingress_only_from_the_configured_sources() -> None:
         {
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
             "ports": [{"protocol": "TCP", "port": 8443}],
-        }
+        },
+        WEB_METRICS_RULE,
     ]
     chosen = find(
         build_manifests(
@@ -191,7 +199,24 @@ def test_web_ingress_only_from_the_configured_sources() -> None:
         {"ipBlock": {"cidr": "fd00:10::/64"}},
     ]
     closed = find(build_manifests(make_spec(kubernetes={"web_ingress_from": []})), "NetworkPolicy", "emails-web")
-    assert closed["spec"]["ingress"] == []  # no rule at all: a rule without `from` would admit everyone
+    # no rule for the web port at all (a rule without `from` would admit everyone); only the scrapers remain
+    assert closed["spec"]["ingress"] == [WEB_METRICS_RULE]
+
+
+def test_web_metrics_port_only_from_the_monitoring_namespace() -> None:
+    """The web's /metrics: the scrapers' namespace only, never a `web_ingress_from` source (the ingress
+    controller reaches the web port, not the metrics), and never through the web Service."""
+    manifests = build_manifests(
+        make_spec(kubernetes={"monitoring_namespace": "obs", "web_ingress_from": [{"namespace": "edge"}]})
+    )
+    web_port, metrics = find(manifests, "NetworkPolicy", "emails-web")["spec"]["ingress"]
+    assert metrics == {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}}}],
+        "ports": [{"protocol": "TCP", "port": contract.WEB_METRICS_PORT}],
+    }
+    assert web_port["ports"] == [{"protocol": "TCP", "port": contract.WEB_PORT}]
+    service_ports = find(manifests, "Service", "emails-web")["spec"]["ports"]
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service_ports] == [("http", contract.WEB_PORT, "http")]
 
 
 @pytest.mark.parametrize("variant", sorted(all_variant_manifests()))
@@ -228,3 +253,19 @@ def test_external_redis_egress_by_port_to_any_address() -> None:
     for name in ("emails-web", "emails-worker"):
         _, redis = find(manifests, "NetworkPolicy", name)["spec"]["egress"]
         assert redis == {"ports": [{"protocol": "TCP", "port": 6380}, {"protocol": "TCP", "port": 6379}]}
+
+
+@pytest.mark.parametrize("target", [contract.WEB_METRICS_PORT, "metrics"])
+def test_check_finds_a_web_service_that_exposes_the_metrics_port(target: int | str) -> None:
+    """A hand edit that puts the metrics port behind the web Service is a KS004 error (the built one is clean)."""
+    spec = make_spec()
+    manifests = build_manifests(spec)
+    assert not [f for f in check_kubernetes(spec, manifests) if f.rule == "KS004"]
+    find(manifests, "Service", "emails-web")["spec"]["ports"].append(
+        {"name": "metrics", "port": 9000, "targetPort": target, "protocol": "TCP"}
+    )
+    findings = [str(f) for f in check_kubernetes(spec, manifests) if f.rule == "KS004"]
+    assert findings == [
+        f"KS004 Service/emails-web: exposes the web app's metrics port {contract.WEB_METRICS_PORT}: Prometheus "
+        "scrapes it on the pods (PodMonitor); a Service would hand internals to whatever reaches the web"
+    ], findings

@@ -7,6 +7,7 @@ import re
 
 import yaml
 
+from killsafe import contract
 from killsafe.checks import MIN_MIB_PER_JOB, WORKER_BASELINE_MIB
 from killsafe.kubernetes import probes
 from killsafe.kubernetes.build import build_manifests, prerequisites
@@ -107,3 +108,13 @@ def test_prod_secret_example_keeps_the_url_out_of_history_and_argv() -> None:
     [step] = [s for s in prerequisites(stack_spec("prod")) if "create secret generic" in s]
     assert block == step.split(": ", 1)[1]
     assert "--from-literal" not in README
+
+
+def test_web_metrics_port_and_names_are_documented() -> None:
+    text = _section("The worker contract")
+    assert f"| web metrics port | {contract.WEB_METRICS_PORT} (`{contract.ENV_WEB_METRICS_PORT}`" in text
+    web_metrics = [value for name, value in vars(contract).items() if name.startswith("METRIC_WEB_")]
+    for name in (*web_metrics, *contract.WEB_JOB_OUTCOMES):
+        assert f"`{name}" in text, name
+    monitoring = _flat(_section("What the Kubernetes target creates"))
+    assert f"metrics port** ({contract.WEB_METRICS_PORT}, container port `metrics`" in monitoring

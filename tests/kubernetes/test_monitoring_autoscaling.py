@@ -238,6 +238,44 @@ def test_pod_monitor_scrapes_the_workers_metrics_port_and_the_rules_select_that_
             assert 'job="emails-test/emails-worker"' in alert["expr"]  # the operator's <namespace>/<PodMonitor>
 
 
+def test_web_pods_get_their_own_pod_monitor_on_the_named_metrics_port() -> None:
+    """A PodMonitor of its own: the web's `job` differs from the workers', so web pods never count as
+    workers (WorkerDown counts `up` of the worker job)."""
+    manifests = build_manifests(make_spec(kubernetes={"monitoring_labels": {"release": "kube-prometheus-stack"}}))
+    monitor = find(manifests, "PodMonitor", "emails-web")
+    web = find(manifests, "Deployment", "emails-web")
+    pod_labels = web["spec"]["template"]["metadata"]["labels"]
+    [web_container] = web["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in web_container["ports"]}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert ports[endpoint["port"]] == contract.WEB_METRICS_PORT and endpoint["path"] == contract.METRICS_PATH
+    assert {e["name"]: e["value"] for e in web_container["env"]}[contract.ENV_WEB_METRICS_PORT] == str(
+        contract.WEB_METRICS_PORT
+    )
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    worker_monitor = find(manifests, "PodMonitor", "emails-worker")
+    worker_pods = find(manifests, "Deployment", "emails-worker")["spec"]["template"]["metadata"]["labels"]
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= worker_pods.items()
+    assert not worker_monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    worker_only = build_manifests(make_spec(web=None))
+    assert [m["metadata"]["name"] for m in worker_only if m["kind"] == "PodMonitor"] == ["emails-worker"]
+
+
+def test_dashboard_shows_web_traffic_and_server_errors_from_the_web_job() -> None:
+    board = json.loads(next(iter(find(build_manifests(make_spec()), "ConfigMap", "emails-dashboard")["data"].values())))
+    panels = {panel["title"]: [t["expr"] for t in panel.get("targets", [])] for panel in board["panels"]}
+    [rate] = panels["Web requests"]
+    [ratio] = panels["Web 5xx ratio"]
+    assert contract.METRIC_WEB_REQUESTS in rate and 'job="emails-test/emails-web"' in rate
+    assert 'status=~"5.."' in ratio and ratio.count(contract.METRIC_WEB_REQUESTS) == 2
+    assert contract.METRIC_WEB_JOBS_SUBMITTED in panels["Jobs submitted by outcome"][0]
+    worker_only = json.loads(
+        next(iter(find(build_manifests(make_spec(web=None)), "ConfigMap", "emails-dashboard")["data"].values()))
+    )
+    assert not any(panel["title"].startswith("Web") for panel in worker_only["panels"])
+
+
 def test_alert_expressions_name_metrics_from_the_contract_only() -> None:
     """Every killsafe_* series the rules or the dashboard read is a contract metric."""
     contract_metrics = {value for name, value in vars(contract).items() if name.startswith("METRIC_")}

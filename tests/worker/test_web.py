@@ -29,6 +29,7 @@ import pytest
 import redis
 from bullmq import Queue, Worker
 from bullmq.custom_errors import UnrecoverableError
+from prometheus_client.parser import text_string_to_metric_families
 
 from killsafe_worker import contract
 from tests.conftest import RedisServer, free_port
@@ -64,6 +65,7 @@ class WebApp:
     proc: subprocess.Popen[str]
     port: int
     log_path: Path
+    metrics_port: int
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -87,11 +89,13 @@ def start_web(redis_url: str, **extra_env: str) -> WebApp:
     if not WEB_BIN.exists():
         pytest.fail(f"{WEB_BIN} is missing: run `bash .ci/bootstrap` to install the console scripts")
     port = free_port()
+    metrics_port = free_port()
     env = {
         **os.environ,
         contract.ENV_REDIS_URL: redis_url,
         contract.ENV_QUEUES: QUEUE,
         contract.ENV_WEB_PORT: str(port),
+        contract.ENV_WEB_METRICS_PORT: str(metrics_port),
         contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: "20",
         **extra_env,
     }
@@ -99,7 +103,7 @@ def start_web(redis_url: str, **extra_env: str) -> WebApp:
     log_path = capture_log_file(Path(tempfile.mkdtemp(prefix="killsafe-web-")) / "web.log")
     with log_path.open("w") as log_file:
         proc = subprocess.Popen([str(WEB_BIN)], env=env, stdout=log_file, stderr=log_file, text=True)
-    app = WebApp(proc, port, log_path)
+    app = WebApp(proc, port, log_path, metrics_port)
 
     def live() -> bool:
         if proc.poll() is not None:
@@ -443,3 +447,119 @@ def test_invalid_settings_exit_2_with_one_line(redis_server: RedisServer) -> Non
     assert done.stderr.strip().splitlines() == [
         f"killsafe-web: invalid {contract.ENV_WEB_PORT}='eighty': expected an integer from 1 to 65535"
     ]
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(app: WebApp) -> Samples:
+    """Every sample the metrics port serves, keyed by (name, labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{app.metrics_port}{contract.METRICS_PATH}", timeout=30) as answer:
+        assert answer.status == 200
+        assert answer.headers["Content-Type"].startswith("text/plain; version=")
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def requests(samples: Samples, route: str, method: str, status: int) -> float:
+    key = frozenset({"route": route, "method": method, "status": str(status)}.items())
+    return samples.get((contract.METRIC_WEB_REQUESTS, key), 0.0)
+
+
+def outcomes(samples: Samples) -> dict[str, float]:
+    return {
+        outcome: samples[(contract.METRIC_WEB_JOBS_SUBMITTED, frozenset({"queue": QUEUE, "outcome": outcome}.items()))]
+        for outcome in contract.WEB_JOB_OUTCOMES
+    }
+
+
+def test_the_metrics_port_counts_requests_by_route_and_status_outcomes_and_readiness(own: Stack) -> None:
+    web_app, redis_server = own.web, own.server
+    before = scrape(web_app)
+    assert outcomes(before) == dict.fromkeys(contract.WEB_JOB_OUTCOMES, 0.0), "every outcome starts at 0"
+    assert before[(contract.METRIC_WEB_READY, frozenset())] == 1.0
+
+    request = {"name": "echo", "data": {"n": 1}, "idempotency_key": "m-1"}
+    assert web_app.post(request)[0] == 202
+    assert web_app.post(request)[0] == 200
+    assert web_app.post({**request, "data": {"n": 2}})[0] == 409
+    assert web_app.post(raw=b"[1]")[0] == 400
+    assert web_app.post({"name": "echo", "data": {"blob": "x" * 300_000}})[0] == 413
+    assert web_app.get("/jobs/m-1")[0] == 200
+    assert web_app.get("/jobs/nope")[0] == 404
+    assert web_app.get("/no/such/route")[0] == 404
+
+    after = scrape(web_app)
+    assert [requests(after, "/jobs", "POST", status) for status in (202, 200, 409, 400, 413)] == [1, 1, 1, 1, 1]
+    assert requests(after, "/jobs/{job_id}", "GET", 200) == 1
+    assert requests(after, "/jobs/{job_id}", "GET", 404) == 1, "the route template, never the job id"
+    assert requests(after, contract.WEB_UNMATCHED_ROUTE, "GET", 404) == 1
+    assert not any("m-1" in value or "nope" in value for _, labels in after for _, value in labels)
+    duration = frozenset({"route": "/jobs", "method": "POST"}.items())
+    assert after[(f"{contract.METRIC_WEB_REQUEST_DURATION}_count", duration)] == 5
+    assert after[(f"{contract.METRIC_WEB_REQUEST_DURATION}_sum", duration)] > 0
+    assert outcomes(after) == {
+        "enqueued": 1,
+        "duplicate": 1,
+        "conflict": 1,
+        "invalid": 2,
+        "draining": 0,
+        "redis_unavailable": 0,
+    }
+    assert after[(contract.METRIC_WEB_REQUESTS_IN_FLIGHT, frozenset())] == 0
+
+    redis_server.stop()
+    assert web_app.post({"name": "echo", "idempotency_key": "m-2"})[0] == 503
+    down = scrape(web_app)
+    assert outcomes(down)["redis_unavailable"] == 1
+    assert requests(down, "/jobs", "POST", 503) == 1
+    assert down[(contract.METRIC_WEB_READY, frozenset())] == 0.0, "readiness is measured at each scrape"
+    redis_server.start()
+    wait_for(lambda: scrape(web_app)[(contract.METRIC_WEB_READY, frozenset())] == 1.0, 30, "ready again")
+
+
+def test_the_public_port_serves_no_metrics(shared: Stack) -> None:
+    web_app = shared.web
+    status, body = web_app.get(contract.METRICS_PATH)
+    assert (status, body) == (404, {"error": "404: Not Found"})
+    assert requests(scrape(web_app), contract.WEB_UNMATCHED_ROUTE, "GET", 404) >= 1
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{web_app.metrics_port}/jobs", timeout=30)
+    assert missing.value.code == 404, "the metrics port serves metrics only"
+
+
+def test_a_busy_metrics_port_exits_1_and_says_which_listener(redis_server: RedisServer) -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        squatter.bind(("::", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        env = {
+            **os.environ,
+            contract.ENV_REDIS_URL: redis_server.url,
+            contract.ENV_WEB_PORT: str(free_port()),
+            contract.ENV_WEB_METRICS_PORT: str(busy),
+        }
+        done = subprocess.run([str(WEB_BIN)], check=False, env=env, capture_output=True, text=True, timeout=60)
+    capture_output("killsafe-web with a busy metrics port", done.stdout, done.stderr)
+    assert done.returncode == contract.EXIT_FAILURE
+    [line] = [json.loads(line) for line in done.stderr.splitlines() if "cannot listen" in line]
+    assert (line["listener"], line["port"]) == ("metrics", busy)
+
+
+def test_metrics_on_the_public_port_are_refused_at_start(redis_server: RedisServer) -> None:
+    env = {
+        **os.environ,
+        contract.ENV_REDIS_URL: redis_server.url,
+        contract.ENV_WEB_PORT: "8123",
+        contract.ENV_WEB_METRICS_PORT: "8123",
+    }
+    done = subprocess.run([str(WEB_BIN)], check=False, env=env, capture_output=True, text=True, timeout=60)
+    capture_output("killsafe-web with metrics on the public port", done.stdout, done.stderr)
+    assert done.returncode == contract.EXIT_USAGE
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"killsafe-web: invalid {contract.ENV_WEB_METRICS_PORT}='8123': expected a port other than")

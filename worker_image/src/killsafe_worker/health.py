@@ -29,11 +29,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from killsafe_worker import contract
 from killsafe_worker.listen import dual_stack_socket
-from killsafe_worker.metrics import WorkerMetrics
+from killsafe_worker.metrics import WorkerMetrics, exposition
 
 PROBE_INTERVAL_SECONDS = 2.0
 """How often Redis is probed (reachability, eviction policy, queue counts, heartbeat)."""
@@ -252,7 +250,7 @@ class HealthServer:
 
     def _metrics_text(self) -> HttpResponse:
         self._metrics.worker_ready.set(1 if self._state.readiness()[0] else 0)
-        return HttpResponse(200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST)
+        return HttpResponse(200, *exposition(self._metrics.registry))
 
     @property
     def open_connections(self) -> int:

@@ -1,19 +1,24 @@
-"""Prometheus metrics of one worker process, named by the contract so dashboards and alerts match.
+"""Prometheus metrics of one worker or web process, named by the contract so dashboards and alerts match.
 
 Per-queue label children are created once up front: the per-job cost is a counter increment and a
-histogram observation, never a label lookup or a Redis call.
+histogram observation, never a label lookup or a Redis call. Each process has a registry of its own,
+exposed by `exposition` (the worker's health server and the web app's metrics port alike).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from killsafe_worker import contract
 
+WEB_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+"""Requests take milliseconds; the slowest is bounded by the web app's 5 s enqueue timeout (plus a drain)."""
+WEB_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods counted under their own name; any other token is `other` (bounded label values)."""
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
@@ -136,6 +141,53 @@ class WorkerMetrics:
     def set_queue_counts(self, queue: str, counts: Mapping[str, int]) -> None:
         for state, count in counts.items():
             self.queue_jobs.labels(queue, state).set(count)
+
+
+class WebMetrics:
+    """The web app's contract metrics (requests, enqueue outcomes, readiness), in a registry of its own."""
+
+    def __init__(self, queue: str, in_flight: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            _base(contract.METRIC_WEB_REQUESTS),
+            "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            contract.METRIC_WEB_REQUEST_DURATION,
+            "Time from a request reaching the app to its answer, by route template and method.",
+            ["route", "method"],
+            buckets=WEB_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        Gauge(
+            contract.METRIC_WEB_REQUESTS_IN_FLIGHT, "Requests being served right now.", registry=self.registry
+        ).set_function(in_flight)
+        submitted = Counter(
+            _base(contract.METRIC_WEB_JOBS_SUBMITTED),
+            "POST /jobs requests by what became of them (enqueued, duplicate, conflict, invalid, draining, "
+            "redis_unavailable).",
+            ["queue", "outcome"],
+            registry=self.registry,
+        )
+        self.outcomes = {outcome: submitted.labels(queue, outcome) for outcome in contract.WEB_JOB_OUTCOMES}
+        self.ready = Gauge(
+            contract.METRIC_WEB_READY, "1 while the readiness probe answers 200.", registry=self.registry
+        )
+
+    def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in WEB_METHODS else "other"
+        self.requests.labels(route, method, str(status)).inc()
+        self.duration.labels(route, method).observe(seconds)
+
+    def job_submitted(self, outcome: str) -> None:
+        self.outcomes[outcome].inc()
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """(body, content type) of a registry in the Prometheus text format."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def _base(counter_name: str) -> str:

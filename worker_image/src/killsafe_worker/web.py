@@ -9,6 +9,10 @@ Three promises, each tested against a real redis-server and a real process:
   SET NX marker (contract.IDEMPOTENCY_KEY_PREFIX) still stops the side effect from repeating.
 - SIGTERM drains: readiness turns 503, the listener closes, in-flight requests finish (bounded by
   KILLSAFE_SHUTDOWN_TIMEOUT_SECONDS), Redis is closed, and the exit code says whether any was cut.
+
+Its metrics (requests by route template and status, durations, what became of each POST, readiness)
+are served on a port of their own (contract.WEB_METRICS_PORT), never on the public one: whatever routes
+the public port (a Service, a load balancer) cannot reach them, and only the scraper is let in there.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import re
 import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +55,7 @@ from killsafe_worker.config import (
 )
 from killsafe_worker.listen import dual_stack_socket
 from killsafe_worker.logs import configure_logging
+from killsafe_worker.metrics import WebMetrics, exposition
 from killsafe_worker.redis_auth import UrlFileCredentials, authenticate_with
 
 log = logging.getLogger("killsafe.web")
@@ -108,6 +114,8 @@ class WebSettings:
     log_level: str
     key_prefix: str = contract.DEFAULT_KEY_PREFIX
     redis_url_file: str | None = None
+    metrics_port: int = contract.WEB_METRICS_PORT
+    """0: no metrics listener."""
 
 
 @dataclass
@@ -117,6 +125,7 @@ class WebState:
     settings: WebSettings
     redis: aredis.Redis
     queue: Queue
+    metrics: WebMetrics
     draining: bool = False
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -146,7 +155,7 @@ STATE: Final = web.AppKey("killsafe_state", WebState)
 
 def load_web_settings(environ: Mapping[str, str]) -> WebSettings:
     """Validate every variable the web app reads; raises SettingsError on the first bad one."""
-    return WebSettings(
+    settings = WebSettings(
         redis_url=redis_url_from_env(environ),
         redis_url_file=redis_url_file_from_env(environ),
         key_prefix=key_prefix_from_env(environ),
@@ -160,7 +169,17 @@ def load_web_settings(environ: Mapping[str, str]) -> WebSettings:
             maximum=3600,
         ),
         log_level=log_level_from_env(environ),
+        metrics_port=env_int(
+            environ, contract.ENV_WEB_METRICS_PORT, contract.WEB_METRICS_PORT, minimum=0, maximum=65_535
+        ),
     )
+    if settings.metrics_port == settings.port:
+        raise SettingsError(
+            contract.ENV_WEB_METRICS_PORT,
+            str(settings.metrics_port),
+            f"a port other than {contract.ENV_WEB_PORT} (metrics are never served on the public port), or 0 for none",
+        )
+    return settings
 
 
 def parse_job_request(body: object) -> JobRequest:
@@ -247,35 +266,51 @@ def _unavailable(reason: str, **extra: Any) -> web.Response:
 
 
 async def post_job(request: web.Request) -> web.Response:
+    """Enqueue one job; every answer, a too-large body included, counts under its outcome."""
     state = request.app[STATE]
+    try:
+        outcome, response = await _submit(state, request)
+    except web.HTTPException:
+        state.metrics.job_submitted("invalid")  # the body was refused before it was read (413)
+        raise
+    state.metrics.job_submitted(outcome)
+    return response
+
+
+async def _submit(state: WebState, request: web.Request) -> tuple[str, web.Response]:
+    """(outcome from contract.WEB_JOB_OUTCOMES, answer) of one POST /jobs."""
     if state.draining:
-        return _unavailable("shutting down; retry on another instance")
+        return "draining", _unavailable("shutting down; retry on another instance")
     try:
         body = json.loads(await request.read(), parse_constant=_reject_non_finite)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        return _error(400, f"body is not valid JSON: {err}")
+        return "invalid", _error(400, f"body is not valid JSON: {err}")
     except ValueError as err:
-        return _error(400, str(err))
+        return "invalid", _error(400, str(err))
     try:
         job_request = parse_job_request(body)
     except BadJobRequest as err:
-        return _error(400, str(err))
+        return "invalid", _error(400, str(err))
     key = job_request.idempotency_key
     try:
         result = await asyncio.wait_for(enqueue(state.queue, state.redis, job_request), ENQUEUE_TIMEOUT_SECONDS)
     except (RedisError, OSError, TimeoutError) as err:
         # The add may or may not have reached Redis: never claim it did. Retrying with the same key is safe.
         log.warning("enqueue failed", extra={"idempotencyKey": key, "error": repr(err)})
-        return _unavailable("queue unavailable; retry with the same idempotency_key", idempotency_key=key)
+        return "redis_unavailable", _unavailable(
+            "queue unavailable; retry with the same idempotency_key", idempotency_key=key
+        )
     body_out = {"id": result.job_id, "queue": state.settings.queue, "idempotency_key": key}
     if result.created:
         log.info("job enqueued", extra={"jobId": result.job_id, "jobName": job_request.name})
-        return web.json_response(
+        return "enqueued", web.json_response(
             {**body_out, "duplicate": False}, status=202, headers={"Location": f"/jobs/{result.job_id}"}
         )
     if not result.same_payload:
-        return _error(409, "idempotency_key already used for a job with another name or data", id=result.job_id)
-    return web.json_response({**body_out, "duplicate": True}, status=200)
+        return "conflict", _error(
+            409, "idempotency_key already used for a job with another name or data", id=result.job_id
+        )
+    return "duplicate", web.json_response({**body_out, "duplicate": True}, status=200)
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -312,16 +347,25 @@ async def get_job(request: web.Request) -> web.Response:
     )
 
 
+async def readiness(state: WebState) -> tuple[bool, dict[str, str]]:
+    """Ready only while not draining and Redis answers PING quickly; also sets the readiness metric."""
+    body: dict[str, str] = {"status": "ready"}
+    if state.draining:
+        body = {"status": "draining"}
+    else:
+        try:
+            await asyncio.wait_for(state.redis.ping(), READY_PING_TIMEOUT_SECONDS)
+        except (RedisError, OSError, TimeoutError) as err:
+            body = {"status": "redis unavailable", "error": type(err).__name__}
+    ready = body["status"] == "ready"
+    state.metrics.ready.set(1 if ready else 0)
+    return ready, body
+
+
 async def readyz(request: web.Request) -> web.Response:
     """200 only while not draining and Redis answers PING quickly: routing stops before we do."""
-    state = request.app[STATE]
-    if state.draining:
-        return web.json_response({"status": "draining"}, status=503)
-    try:
-        await asyncio.wait_for(state.redis.ping(), READY_PING_TIMEOUT_SECONDS)
-    except (RedisError, OSError, TimeoutError) as err:
-        return web.json_response({"status": "redis unavailable", "error": type(err).__name__}, status=503)
-    return web.json_response({"status": "ready"})
+    ready, body = await readiness(request.app[STATE])
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def livez(_request: web.Request) -> web.Response:
@@ -332,19 +376,38 @@ async def livez(_request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def route_template(request: web.BaseRequest) -> str:
+    """`/jobs/{job_id}`, not the job id: one series per route, whatever the paths asked for."""
+    resource = request.match_info.route.resource if isinstance(request, web.Request) else None
+    return resource.canonical if resource is not None else contract.WEB_UNMATCHED_ROUTE
+
+
 @web.middleware
 async def track_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count in-flight requests (the drain waits for them) and render HTTP errors as JSON."""
+    """Count in-flight requests (the drain waits for them), render HTTP errors as JSON and record
+    each answer in the metrics (a request cancelled mid-way has no answer and is not counted)."""
     state = request.app[STATE]
     state.request_started()
+    started = time.perf_counter()
+    status: int | None = None
     try:
-        return await handler(request)
+        response = await handler(request)
+        status = response.status
+        return response
     except web.HTTPException as exc:
+        status = exc.status
         if exc.status < 400:
             raise
         return _error(exc.status, exc.text or exc.reason)
+    except Exception:
+        status = 500  # aiohttp answers an unhandled exception with a 500
+        raise
     finally:
         state.request_finished()
+        if status is not None:
+            state.metrics.request_finished(
+                route_template(request), request.method, status, time.perf_counter() - started
+            )
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -365,13 +428,14 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def create_app(settings: WebSettings) -> web.Application:
-    """The application, with its Redis client and Queue closed on cleanup."""
+    """The public application, with its Redis client and Queue closed on cleanup (no METRICS_PATH)."""
     app = web.Application(middlewares=[track_requests], client_max_size=MAX_BODY_BYTES)
 
     async def redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
         client = redis_client(settings.redis_url, settings.redis_url_file)
         queue = Queue(settings.queue, {"connection": client, "prefix": settings.key_prefix})
-        app[STATE] = WebState(settings=settings, redis=client, queue=queue)
+        metrics = WebMetrics(settings.queue, in_flight=lambda: app[STATE].in_flight)
+        app[STATE] = WebState(settings=settings, redis=client, queue=queue, metrics=metrics)
         yield
         await queue.close()  # also closes `client`: the Queue's backend owns the connection it was given
 
@@ -381,6 +445,32 @@ def create_app(settings: WebSettings) -> web.Application:
     app.router.add_get(contract.READY_PATH, readyz)
     app.router.add_get(contract.LIVE_PATH, livez)
     return app
+
+
+def create_metrics_app(public: web.Application) -> web.Application:
+    """METRICS_PATH of the public app's registry, for the metrics port only; readiness is measured
+    at each scrape, so the gauge is current even when no probe ran."""
+
+    async def metrics(_request: web.Request) -> web.Response:
+        state = public[STATE]
+        await readiness(state)
+        body, content_type = exposition(state.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get(contract.METRICS_PATH, metrics)
+    return app
+
+
+async def _start_site(runner: web.AppRunner, port: int, what: str) -> web.SockSite | None:
+    """Listen on every IPv4 and IPv6 address; None (logged) when the port cannot be bound."""
+    try:
+        site = web.SockSite(runner, dual_stack_socket(port))
+        await site.start()
+    except OSError as err:
+        log.error("cannot listen", extra={"port": port, "listener": what, "error": str(err)})
+        return None
+    return site
 
 
 async def serve(settings: WebSettings) -> int:
@@ -399,11 +489,18 @@ async def serve(settings: WebSettings) -> int:
     )
     await runner.setup()
     state = app[STATE]
-    try:
-        site = web.SockSite(runner, dual_stack_socket(settings.port))
-        await site.start()
-    except OSError as err:
-        log.error("cannot listen", extra={"port": settings.port, "error": str(err)})
+    metrics_runner: web.AppRunner | None = None
+    if settings.metrics_port:
+        metrics_runner = web.AppRunner(create_metrics_app(app), access_log=None)
+        await metrics_runner.setup()
+        if await _start_site(metrics_runner, settings.metrics_port, "metrics") is None:
+            await metrics_runner.cleanup()
+            await runner.cleanup()
+            return contract.EXIT_FAILURE
+    site = await _start_site(runner, settings.port, "http")
+    if site is None:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
         return contract.EXIT_FAILURE
     stop = asyncio.Event()
@@ -412,7 +509,15 @@ async def serve(settings: WebSettings) -> int:
         loop.add_signal_handler(signum, stop.set)
     if stop_signals.received_early() is not None:
         stop.set()  # a stop requested while starting: drain (nothing is in flight) and exit
-    log.info("listening", extra={"port": settings.port, "queue": settings.queue, "keyPrefix": settings.key_prefix})
+    log.info(
+        "listening",
+        extra={
+            "port": settings.port,
+            "metricsPort": settings.metrics_port or None,
+            "queue": settings.queue,
+            "keyPrefix": settings.key_prefix,
+        },
+    )
     await stop.wait()
 
     state.draining = True  # readiness and new POSTs on open keep-alive connections now get 503
@@ -423,6 +528,8 @@ async def serve(settings: WebSettings) -> int:
     )
     drained = await state.wait_idle(settings.shutdown_timeout_seconds)
     cut = state.in_flight
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()  # scraped until here (ready 0 while draining); Redis closes next
     await runner.cleanup()  # closes idle connections, cancels stragglers, then closes Redis
     if not drained:
         log.error("drain deadline passed; in-flight requests were cut", extra={"requestsCut": cut})
