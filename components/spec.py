@@ -1493,6 +1493,8 @@ def _fits_systemd(workload: WorkloadSpec) -> None:
             f"instances get health ports {ports[0]}-{ports[-1]}, past 65535; lower worker.health_port or replicas",
         )
     taken = {"web.port": web.port if web is not None else None}
+    if web is not None:
+        taken["the web's metrics port"] = contract.WEB_METRICS_PORT
     if workload.redis.mode == "local":
         taken["systemd.redis_port"] = workload.systemd.redis_port
     taken["systemd.node_exporter_port"] = workload.systemd.node_exporter_port

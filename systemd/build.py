@@ -131,7 +131,7 @@ def worker_environment(spec: WorkloadSpec) -> tuple[dict[str, str], dict[str, st
 
 
 def web_environment(spec: WorkloadSpec) -> tuple[dict[str, str], dict[str, str]]:
-    return _split(app_env.web_env(spec, redis_url_file=REDIS_URL_FILE))
+    return _split(app_env.web_env(spec, redis_url_file=REDIS_URL_FILE, metrics_port=contract.WEB_METRICS_PORT))
 
 
 def dashboard_bind(spec: WorkloadSpec) -> list[str]:

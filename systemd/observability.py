@@ -36,6 +36,10 @@ def worker_job(spec: WorkloadSpec) -> str:
     return f"{spec.name}-worker"
 
 
+def web_job(spec: WorkloadSpec) -> str:
+    return f"{spec.name}-web"
+
+
 def node_job(spec: WorkloadSpec) -> str:
     return f"{spec.name}-node"
 
@@ -54,6 +58,7 @@ def selectors(spec: WorkloadSpec) -> Selectors:
     redis = spec.alerts.redis_metrics_selector
     return Selectors(
         worker=matchers(job=worker_job(spec)),
+        web=matchers(job=web_job(spec)) if spec.web is not None else None,
         systemd_units=units,
         redis=matchers(**redis) if redis is not None else None,
     )
@@ -73,11 +78,15 @@ def _job(name: str, path: str, targets: list[str], labels: dict[str, str]) -> di
 
 
 def scrape_configs(spec: WorkloadSpec) -> dict[str, Any]:
-    """The workers: every instance's health port on every host (localhost if none given); node_exporter."""
+    """The workers: every instance's health port on every host (localhost if none given); the web's
+    metrics port; node_exporter."""
     where = layout(spec)
     hosts = _hosts(spec)
     workers = [f"{host}:{port}" for host in hosts for port in where.worker_ports]
     jobs = [_job(worker_job(spec), contract.METRICS_PATH, workers, {"workload": spec.name, "component": "worker"})]
+    if spec.web is not None:
+        webs = [f"{host}:{contract.WEB_METRICS_PORT}" for host in hosts]
+        jobs.append(_job(web_job(spec), contract.METRICS_PATH, webs, {"workload": spec.name, "component": "web"}))
     port = spec.systemd.node_exporter_port
     if port is not None:
         nodes = [f"{host}:{port}" for host in hosts]

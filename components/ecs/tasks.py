@@ -42,8 +42,10 @@ def worker_environment(spec: WorkloadSpec) -> dict[str, str]:
 
 
 def web_environment(spec: WorkloadSpec) -> dict[str, str]:
-    """The web env, plus the port the image's health CLI probes (the web app serves /livez on it)."""
-    env = app_env.web_env(spec, redis_url_file=None)
+    """The web env, plus the port the image's health CLI probes (the web app serves /livez on it). The
+    web's Prometheus metrics listener is off (port 0): on ECS nothing scrapes it, and a port that no
+    security group opens is one that should not listen."""
+    env = app_env.web_env(spec, redis_url_file=None, metrics_port=0)
     return {**env, contract.ENV_HEALTH_PORT: str(app_env.web_tier(spec).port)}
 
 

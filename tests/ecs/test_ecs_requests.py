@@ -286,3 +286,12 @@ def test_json_lines_stay_one_log_event_each() -> None:
         }, "no awslogs-multiline-pattern or awslogs-datetime-format: they would join lines"
     (retention,) = _of(spec, "PutRetentionPolicy")
     assert retention == {"logGroupName": "/ecs/emails", "retentionInDays": 30}
+
+
+def test_the_web_metrics_listener_is_off_on_ecs() -> None:
+    """Nothing scrapes Prometheus metrics on ECS and no security group opens the port: the web app
+    must not listen on it (KILLSAFE_WEB_METRICS_PORT 0), nor map it."""
+    web = _container(ecs_spec(), "web")
+    env = {e["name"]: e["value"] for e in web["environment"]}
+    assert env["KILLSAFE_WEB_METRICS_PORT"] == "0"
+    assert [m["containerPort"] for m in web["portMappings"]] == [8000]

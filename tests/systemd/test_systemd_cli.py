@@ -101,6 +101,12 @@ BAD = [
         "the rollout's surge instance, from worker.health_port), which include web.port 8082; move one of them",
     ),
     (
+        {"worker.health_port": 8001},
+        "killsafe:workload.worker.replicas: 3 instances get health ports 8001-8004 (one per instance and one for "
+        "the rollout's surge instance, from worker.health_port), which include the web's metrics port 8001; move "
+        "one of them",
+    ),
+    (
         {"redis": {"mode": "external", "url_secret": {"name": "emails-redis"}}},
         "killsafe:workload.redis.url_secret.name: emails-redis on systemd names the file on each host holding "
         "the Redis URL (a credential), and must be an absolute path (starting with /)",

@@ -174,7 +174,10 @@ def test_without_node_exporter_no_restart_alert_and_no_node_job() -> None:
     config["workload"]["systemd"].pop("node_exporter_port")
     spec = parse_stack_config(config, "stacks/Pulumi.vm.yaml").workload
     assert "WorkerRestarting" not in [r["alert"] for r in observability.rules(spec)["groups"][0]["rules"]]
-    assert [job["job_name"] for job in observability.scrape_configs(spec)["scrape_configs"]] == ["emails-worker"]
+    assert [job["job_name"] for job in observability.scrape_configs(spec)["scrape_configs"]] == [
+        "emails-worker",
+        "emails-web",
+    ]
 
 
 def test_scrape_configs_cover_every_instance_and_node_exporter() -> None:
@@ -182,6 +185,7 @@ def test_scrape_configs_cover_every_instance_and_node_exporter() -> None:
     worker = jobs["emails-worker"]["static_configs"][0]["targets"]
     assert worker == ["localhost:8080", "localhost:8081", "localhost:8082"]
     assert jobs["emails-node"]["static_configs"][0]["targets"] == ["localhost:9100"]
+    assert jobs["emails-web"]["static_configs"][0]["targets"] == ["localhost:8001"], "the web's metrics port"
 
 
 def test_dashboard_json_is_the_shared_dashboard_over_the_vm_jobs(tmp_path: Path) -> None:
