@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -22,11 +21,14 @@ from typing import Any
 import pytest
 
 from killsafe_worker import contract
+from tests import cgroups
+from tests.cgroups import require_memory_v1
 from tests.conformance import analysis, workload
+from tests.conformance.conftest import terminal
 from tests.conformance.handlers import LEDGER_ENV
 from tests.conformance.schedule import OOM_SLOT, WORKER_SLOTS, ChaosEvent, chaos_schedule, counts, seed_from_env
 from tests.conformance.supervisor import Supervisor
-from tests.conftest import REPO, require, require_root
+from tests.conftest import REPO, require
 from tests.worker.conftest import AuthRedisServer, WorkerFactory, WorkerProcess, client, side_effects, wait_for
 
 LOCK_DURATION_MS = 2000
@@ -42,7 +44,6 @@ WORKER_ENV = {
     contract.ENV_STARTUP_TIMEOUT_SECONDS: "60",
     "PYTHONPATH": str(REPO),
 }
-CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 OOM_LIMIT_BYTES = 128 * 1024 * 1024
 SETTLE_TIMEOUT_SECONDS = 150.0
 SENTINEL_NOTE = (
@@ -80,36 +81,9 @@ def aof_redis(tmp_path: Path) -> Iterator[AuthRedisServer]:
 
 @pytest.fixture
 def memory_cgroup() -> Iterator[Path]:
-    require_root("a cgroup v1 memory cgroup for the OOM kill")
-    if not (CGROUP_ROOT / "memory.limit_in_bytes").exists():
-        pytest.fail(f"no cgroup v1 memory controller at {CGROUP_ROOT}")
-    path = CGROUP_ROOT / f"killsafe-conformance-{os.getpid()}"
-    path.mkdir()
-    (path / "memory.limit_in_bytes").write_text(str(OOM_LIMIT_BYTES))
-    try:
-        yield path
-    finally:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                path.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
-
-
-def terminal(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """Write to the terminal whatever -s says (CI output shows the figures)."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-
-    def write(text: str) -> None:
-        if capman is None:
-            print(text)
-            return
-        with capman.global_and_fixture_disabled():
-            print(text, flush=True)
-
-    return write
+    require_memory_v1("a cgroup v1 memory cgroup for the OOM kill")
+    with cgroups.memory_cgroup("conformance", OOM_LIMIT_BYTES) as group:
+        yield group
 
 
 @pytest.mark.timeout(600)

@@ -36,11 +36,13 @@ from typing import Any
 import pytest
 
 from killsafe_worker import contract
-from tests.conftest import IN_CI, REPO, RedisServer, free_port, require_root, running
+from tests import cgroups
+from tests.cgroups import oom_kills, remove_memory_cgroup, require_memory_v1
+from tests.conformance.conftest import terminal
+from tests.conftest import REPO, RedisServer, free_port, running
 from tests.worker.conftest import INHERIT_NOT, client, enqueue_many, job_state, side_effects
 from tests.worker.memory_hungry_handlers import FINISHED_KEY, STARTED_KEY
 
-MEMORY_V1 = Path("/sys/fs/cgroup/memory")
 LIMIT_MIB = 256
 JOBS = 120
 CONCURRENCY = 3
@@ -56,36 +58,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 def _memory_cgroup(name: str) -> Path:
     """A memory cgroup of our own (v1), limited like a container, without swap."""
-    require_root("creates a memory cgroup")
-    if not (MEMORY_V1 / "memory.limit_in_bytes").exists():
-        reason = "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
-        if IN_CI:
-            pytest.fail(f"required in CI: {reason}")
-        pytest.skip(reason)
-    group = MEMORY_V1 / f"killsafe-memdrain-{name}-{os.getpid()}"
-    group.mkdir()
-    (group / "memory.limit_in_bytes").write_text(str(LIMIT_MIB * 2**20))
-    if (group / "memory.memsw.limit_in_bytes").exists():
-        (group / "memory.memsw.limit_in_bytes").write_text(str(LIMIT_MIB * 2**20))  # no swap escape
-    (group / "memory.swappiness").write_text("0")
-    return group
-
-
-def _remove_cgroup(group: Path) -> None:
-    for pid in (group / "cgroup.procs").read_text().split():
-        os.kill(int(pid), signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    group.rmdir()
-
-
-def _oom_kills(group: Path) -> int:
-    for line in (group / "memory.oom_control").read_text().splitlines():
-        name, _, value = line.partition(" ")
-        if name == "oom_kill":
-            return int(value)
-    raise AssertionError("memory.oom_control has no oom_kill counter (kernel < 4.13)")
+    require_memory_v1("creates a memory cgroup")
+    return cgroups.create_memory_cgroup(f"memdrain-{name}", LIMIT_MIB * 2**20, swappiness_zero=True)
 
 
 def job_mix(seed: int) -> list[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
@@ -155,7 +129,7 @@ def run_mix(redis_server: RedisServer, tmp_path: Path, name: str, drain_percent:
         log_path = tmp_path / f"worker-{name}.log"
         deadline = started_at + RUN_TIMEOUT_SECONDS
         while True:
-            kills_before = _oom_kills(group)
+            kills_before = oom_kills(group)
             worker = _start_worker(redis_server.url, group, log_path, drain_percent)
             while worker.poll() is None:
                 if all(job_state(r, job_id, "jobs") == "completed" for job_id in ids):
@@ -164,14 +138,14 @@ def run_mix(redis_server: RedisServer, tmp_path: Path, name: str, drain_percent:
                     break
                 assert time.monotonic() < deadline, f"{name}: jobs unfinished after {RUN_TIMEOUT_SECONDS}s"
                 time.sleep(0.2)
-            run.exits.append((worker.pid, worker.returncode, _oom_kills(group) - kills_before))
+            run.exits.append((worker.pid, worker.returncode, oom_kills(group) - kills_before))
             if all(job_state(r, job_id, "jobs") == "completed" for job_id in ids):
                 break
             assert worker.returncode in (-signal.SIGKILL, contract.EXIT_MEMORY_PRESSURE), (
                 f"{name}: worker exited {worker.returncode}:\n{log_path.read_text()[-3000:]}"
             )
     finally:
-        _remove_cgroup(group)
+        remove_memory_cgroup(group)
     run.seconds = time.monotonic() - started_at
 
     finished = set(r.lrange(FINISHED_KEY, 0, -1))
@@ -192,18 +166,22 @@ def run_mix(redis_server: RedisServer, tmp_path: Path, name: str, drain_percent:
     return run
 
 
-def test_draining_before_the_oom_kill_saves_the_jobs_in_flight(redis_server: RedisServer, tmp_path: Path) -> None:
+def test_draining_before_the_oom_kill_saves_the_jobs_in_flight(
+    request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    say = terminal(request)
     without = run_mix(redis_server, tmp_path, "off", str(contract.MEMORY_DRAIN_OFF))
     with_drain = run_mix(redis_server, tmp_path, "on", None)
     threshold = contract.default_memory_drain_percent(LIMIT_MIB)
     for label, run in (("without drain", without), (f"with drain ({threshold} %)", with_drain)):
-        print(
-            f"memory drain, {label}: {JOBS} jobs, limit {LIMIT_MIB} MiB, concurrency {CONCURRENCY}, seed {SEED}: "
+        say(
+            f"[memory drain] {label}: {JOBS} jobs, limit {LIMIT_MIB} MiB, concurrency {CONCURRENCY}, seed {SEED}: "
             f"worker processes {len(run.exits)}, OOM kills {run.oom_kills}, "
             f"memory-pressure exits {run.count(contract.EXIT_MEMORY_PRESSURE)}, "
             f"OOM-killed mid-job {run.oom_killed_mid_job}, handed back {run.handed_back}, {run.seconds:.0f} s"
         )
-    print(f"OOM-killed mid-job: without drain {without.oom_killed_mid_job}, with drain {with_drain.oom_killed_mid_job}")
+    saved = f"without drain {without.oom_killed_mid_job}, with drain {with_drain.oom_killed_mid_job}"
+    say(f"[memory drain] OOM-killed mid-job: {saved}")
     assert without.oom_kills >= 1 and without.oom_killed_mid_job >= 1, "the mix must provoke the OOM killer"
     assert with_drain.count(contract.EXIT_MEMORY_PRESSURE) >= 1, "the drain must have acted"
     assert with_drain.oom_kills == 0 and with_drain.oom_killed_mid_job == 0

@@ -16,9 +16,6 @@ controller and cannot be reproduced here; the v2 code path of the worker's OOM d
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +25,12 @@ from killsafe import contract
 from killsafe.checks import MIN_MIB_PER_JOB, WORKER_BASELINE_MIB
 from killsafe.kubernetes.build import build_manifests
 from killsafe.kubernetes.checks import check_kubernetes
-from tests.conftest import IN_CI, RedisServer, require_root
+from tests import cgroups
+from tests.cgroups import oom_kills, require_memory_v1
+from tests.conftest import RedisServer
 from tests.kubernetes.k8s_specs import find, make_spec, stack_spec
 from tests.worker.conftest import WorkerFactory, client, enqueue, job_hash, job_state, wait_for
 
-MEMORY_V1 = Path("/sys/fs/cgroup/memory")
 LIMIT_MIB = 200
 
 
@@ -69,34 +67,9 @@ def test_the_warning_reads_the_rendered_objects_so_a_hand_edit_is_caught() -> No
 @pytest.fixture
 def memory_cgroup() -> Iterator[Path]:
     """A memory cgroup of our own (v1), limited like a container, removed afterwards."""
-    require_root("creates a memory cgroup")
-    if not (MEMORY_V1 / "memory.limit_in_bytes").exists():
-        reason = "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
-        if IN_CI:
-            pytest.fail(f"required in CI: {reason}")
-        pytest.skip(reason)
-    group = MEMORY_V1 / f"killsafe-k8s-oom-{os.getpid()}"
-    group.mkdir()
-    try:
-        (group / "memory.limit_in_bytes").write_text(str(LIMIT_MIB * 2**20))
-        if (group / "memory.memsw.limit_in_bytes").exists():
-            (group / "memory.memsw.limit_in_bytes").write_text(str(LIMIT_MIB * 2**20))  # no swap escape
+    require_memory_v1("creates a memory cgroup")
+    with cgroups.memory_cgroup("k8s-oom", LIMIT_MIB * 2**20) as group:
         yield group
-    finally:
-        for pid in (group / "cgroup.procs").read_text().split():
-            os.kill(int(pid), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        group.rmdir()
-
-
-def _oom_kills(group: Path) -> int:
-    for line in (group / "memory.oom_control").read_text().splitlines():
-        name, _, value = line.partition(" ")
-        if name == "oom_kill":
-            return int(value)
-    raise AssertionError("memory.oom_control has no oom_kill counter (kernel < 4.13)")
 
 
 def test_a_sandboxed_job_over_the_container_limit(
@@ -116,7 +89,7 @@ def test_a_sandboxed_job_over_the_container_limit(
         hog = enqueue(redis_server.url, "cpu", {"seconds": 1, "allocate_mib": LIMIT_MIB * 2})
         wait_for(lambda: job_state(r, hog) == "failed", 60, "the job over the memory limit to fail")
 
-        assert _oom_kills(memory_cgroup) >= 1, "the kernel's OOM killer acted (not an rlimit)"
+        assert oom_kills(memory_cgroup) >= 1, "the kernel's OOM killer acted (not an rlimit)"
         reason = job_hash(r, hog)["failedReason"]
         print(f"cgroup v1 OOM kill: failedReason={reason!r}")
         assert "killed by SIGKILL without a result" in reason

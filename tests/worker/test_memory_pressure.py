@@ -7,18 +7,17 @@ limit the worker plans for, so the thresholds are crossed by a job's real, cgrou
 from __future__ import annotations
 
 import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from killsafe_worker import contract
-from tests.conftest import IN_CI, REPO, RedisServer, require_root
+from tests import cgroups
+from tests.cgroups import require_memory_v1
+from tests.conftest import REPO, RedisServer
 from tests.worker.conftest import WorkerFactory, WorkerProcess, client, enqueue, job_hash, job_state, wait_for
 
-MEMORY_V1 = Path("/sys/fs/cgroup/memory")
 PLANNED_LIMIT_MIB = 400
 DRAIN_PERCENT = 60
 """Drain at 240 MiB, hand back at 320 MiB (halfway to the limit)."""
@@ -32,24 +31,9 @@ ENV = {
 
 @pytest.fixture
 def memory_cgroup() -> Iterator[Path]:
-    require_root("creates a memory cgroup")
-    if not (MEMORY_V1 / "memory.limit_in_bytes").exists():
-        reason = "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
-        if IN_CI:
-            pytest.fail(f"required in CI: {reason}")
-        pytest.skip(reason)
-    group = MEMORY_V1 / f"killsafe-memory-pressure-{os.getpid()}"
-    group.mkdir()
-    try:
-        (group / "memory.limit_in_bytes").write_text(str(1024 * 2**20))
+    require_memory_v1("creates a memory cgroup")
+    with cgroups.memory_cgroup("memory-pressure", 1024 * 2**20) as group:
         yield group
-    finally:
-        for pid in (group / "cgroup.procs").read_text().split():
-            os.kill(int(pid), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        group.rmdir()
 
 
 def _worker_in(group: Path, workers: WorkerFactory) -> WorkerProcess:
