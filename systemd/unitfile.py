@@ -7,6 +7,7 @@ resets the list, as systemd does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -65,11 +66,11 @@ class SystemdFile:
         return parse_unit(self.text)
 
 
-def parse_unit(text: str) -> Unit:
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] | None = None
+def logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a unit file as systemd reads it: continuation lines (`\\`) joined,
+    comments and blank lines left out."""
     pending = ""
-    for raw in text.splitlines():
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = pending + raw.strip() if pending else raw.strip()
         pending = ""
         if not line or line[0] in "#;":
@@ -77,6 +78,13 @@ def parse_unit(text: str) -> Unit:
         if line.endswith("\\"):
             pending = line[:-1] + " "
             continue
+        yield number, line
+
+
+def parse_unit(text: str) -> Unit:
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for _, line in logical_lines(text):
         if line.startswith("[") and line.endswith("]"):
             current = sections.setdefault(line[1:-1], {})
             continue

@@ -36,7 +36,7 @@ from killsafe.lint.model import (
     TaskDefinition,
 )
 from killsafe.lint.redis import conf_settings
-from killsafe.systemd.unitfile import UNIT_SUFFIXES, Unit, parse_unit
+from killsafe.systemd.unitfile import UNIT_SUFFIXES, Unit, logical_lines, parse_unit
 
 YAML_SUFFIXES = (".yaml", ".yml")
 LINTABLE_SUFFIXES = (*YAML_SUFFIXES, ".json", ".env", ".conf", *UNIT_SUFFIXES)
@@ -195,16 +195,8 @@ UNIT_LINE = re.compile(r"^(\[[^\]]+\]|[A-Za-z0-9_-]+\s*=.*)$")
 
 def read_unit(file: str, name: str, text: str) -> SystemdUnit:
     """A unit file, refused when a line is neither a section, a Key=value, a comment nor blank."""
-    pending = ""
     seen_section = False
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = (pending + raw.strip()) if pending else raw.strip()
-        pending = ""
-        if not line or line[0] in "#;":
-            continue
-        if line.endswith("\\"):
-            pending = line[:-1] + " "
-            continue
+    for number, line in logical_lines(text):
         if not UNIT_LINE.match(line):
             raise LintInputError(
                 f"{file}: line {number} is not a systemd unit line ([Section] or Key=value): {line[:60]}"
